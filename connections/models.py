@@ -1,0 +1,81 @@
+"""A Salesforce org stagemap talks to, with its encrypted credentials."""
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+
+def default_api_version() -> str:
+    return settings.STAGEMAP_SALESFORCE_API_VERSION
+
+
+class Connection(models.Model):
+    class Environment(models.TextChoices):
+        PRODUCTION = "production", "Production"
+        SANDBOX = "sandbox", "Sandbox"
+
+    class AuthMethod(models.TextChoices):
+        JWT = "jwt", "JWT bearer"
+        CLIENT_CREDENTIALS = "client-credentials", "Client credentials"
+        PASSWORD = "password", "Username and password"
+        ACCESS_TOKEN = "access-token", "Access token"
+
+    class Status(models.TextChoices):
+        NEVER_CONNECTED = "never_connected", "Never connected"
+        OK = "ok", "OK"
+        AUTH_FAILED = "auth_failed", "Authentication failed"
+        ERROR = "error", "Error"
+        PAUSED = "paused", "Paused"
+
+    name = models.CharField(max_length=100, unique=True)
+    environment = models.CharField(
+        max_length=20, choices=Environment.choices, default=Environment.PRODUCTION
+    )
+    login_url = models.URLField(default="https://login.salesforce.com")
+    auth_method = models.CharField(max_length=30, choices=AuthMethod.choices)
+    consumer_key = models.CharField(max_length=255, blank=True)
+    username = models.CharField(max_length=255, blank=True)
+    api_version = models.CharField(max_length=10, default=default_api_version)
+
+    # Encrypted JSON of the secrets (connections.crypto); never rendered back.
+    secrets_ciphertext = models.TextField(blank=True, default="", editable=False)
+    # The cached OAuth token, encrypted like the secrets.
+    token_ciphertext = models.TextField(blank=True, default="", editable=False)
+    token_obtained_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    instance_url = models.URLField(blank=True)
+    org_id = models.CharField(max_length=18, blank=True)
+    user_id = models.CharField(max_length=18, blank=True)
+
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.NEVER_CONNECTED
+    )
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_connected_at = models.DateTimeField(null=True, blank=True)
+
+    api_budget_percent = models.PositiveSmallIntegerField(
+        default=50,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Largest share of the org's daily API limit stagemap may use.",
+    )
+    api_usage_used = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    api_usage_max = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    api_usage_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    replication_start_date = models.DateField(
+        null=True, blank=True, help_text="How far back the first full sync reaches."
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_paused(self) -> bool:
+        return self.status == self.Status.PAUSED

@@ -1,0 +1,1 @@
+"""Services that write stages and mappings; one module per concern."""

@@ -1,0 +1,1 @@
+"""No models: the module exists so that Django sends post_migrate for this app."""

@@ -1,0 +1,14 @@
+"""URL routes: stagemap is used through the admin."""
+
+from django.contrib import admin
+from django.urls import path
+from django.views.generic import RedirectView
+
+admin.site.site_header = "stagemap"
+admin.site.site_title = "stagemap"
+admin.site.index_title = "Salesforce stages and mappings"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+]

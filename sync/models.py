@@ -1,0 +1,204 @@
+"""Records read from Salesforce, sync cursors, runs, leases and per-record errors."""
+
+from django.db import models
+from django.db.models import Q
+
+from connections.models import Connection
+from mappings.models import FieldMapping, PicklistValue, Stage
+
+
+class SyncedRecord(models.Model):
+    class StageSource(models.TextChoices):
+        SALESFORCE = "salesforce", "Salesforce"
+        LOCAL = "local", "stagemap"
+
+    class OutboundState(models.TextChoices):
+        CLEAN = "clean", "Clean"
+        PENDING = "pending", "Pending push"
+        FAILED = "failed", "Push failed"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="records")
+    object_name = models.CharField(max_length=100)
+    sf_id = models.CharField("Salesforce id", max_length=18)
+
+    raw_value = models.CharField(max_length=255, blank=True, default="")
+    # The value the record holds, so a mapping change re-applies in one set-based UPDATE.
+    picklist_value = models.ForeignKey(
+        PicklistValue, null=True, blank=True, on_delete=models.SET_NULL, related_name="records"
+    )
+    stage = models.ForeignKey(
+        Stage, null=True, blank=True, on_delete=models.PROTECT, related_name="records"
+    )
+    stage_source = models.CharField(
+        max_length=20, choices=StageSource.choices, default=StageSource.SALESFORCE
+    )
+    stage_changed_at = models.DateTimeField(null=True, blank=True)
+
+    is_converted = models.BooleanField(default=False)
+    is_deleted = models.BooleanField(default=False)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    master_record_id = models.CharField(max_length=18, blank=True)
+    record_type_id = models.CharField(max_length=18, blank=True)
+    system_modstamp = models.DateTimeField(null=True, blank=True)
+    last_modified_by_id = models.CharField(max_length=18, blank=True)
+
+    name = models.CharField(max_length=255, blank=True)
+    email = models.CharField(max_length=255, blank=True)
+    company = models.CharField(max_length=255, blank=True)
+    # Current Salesforce values of the outbound fields, as last read: {"Status": "MQL", ...}.
+    field_values = models.JSONField(default=dict, blank=True)
+
+    outbound_state = models.CharField(
+        max_length=10, choices=OutboundState.choices, default=OutboundState.CLEAN
+    )
+    # What stagemap last wrote per field, to recognise the echo: {"Status": "MQL", ...}.
+    last_pushed_values = models.JSONField(default=dict, blank=True)
+    last_pushed_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["connection", "object_name", "sf_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "object_name", "sf_id"], name="syncedrecord_unique_id"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["picklist_value"], name="syncedrecord_value_idx"),
+            models.Index(
+                fields=["connection", "outbound_state"],
+                condition=~Q(outbound_state="clean"),
+                name="syncedrecord_outbound_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.object_name} {self.sf_id}"
+
+
+class SyncCursor(models.Model):
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="cursors")
+    object_name = models.CharField(max_length=100)
+    last_modstamp = models.DateTimeField(null=True, blank=True)
+    last_id = models.CharField(max_length=18, blank=True)
+    last_delete_check = models.DateTimeField(null=True, blank=True)
+    full_sync_completed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "object_name"], name="synccursor_unique_object"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection} · {self.object_name}"
+
+
+class SyncRun(models.Model):
+    class Kind(models.TextChoices):
+        REFRESH = "refresh", "Picklist refresh"
+        DELTA = "delta", "Delta sync"
+        FULL = "full", "Full sync"
+        PUSH = "push", "Outbound push"
+        REAPPLY = "reapply", "Re-apply mappings"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        ADMIN = "admin", "Admin"
+        COMMAND = "command", "Command"
+        EVENT = "event", "Event"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        OK = "ok", "OK"
+        PARTIAL = "partial", "Partial"
+        FAILED = "failed", "Failed"
+        SKIPPED_LOCKED = "skipped_locked", "Skipped: another run holds the lock"
+        STOPPED_BUDGET = "stopped_budget", "Stopped: API budget"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="sync_runs")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.COMMAND)
+    object_name = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    dry_run = models.BooleanField(default=False)
+
+    fetched = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    unmapped = models.PositiveIntegerField(default=0)
+    deleted = models.PositiveIntegerField(default=0)
+    pushed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    api_calls = models.PositiveIntegerField(default=0)
+    details = models.JSONField(default=dict, blank=True)
+
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["connection", "kind", "-started_at"])]
+        permissions = [("run_sync", "Can start syncs, refreshes and pushes")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+
+class SyncLease(models.Model):
+    """One row per (connection, kind) held while a run works; expires so a crash cannot hold it."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="leases")
+    kind = models.CharField(max_length=10, choices=SyncRun.Kind.choices)
+    holder = models.CharField(max_length=100)
+    run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
+    acquired_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "kind"], name="synclease_unique_kind"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} lease on {self.connection} held by {self.holder}"
+
+
+class RecordError(models.Model):
+    class Kind(models.TextChoices):
+        TRANSIENT = "transient", "Transient (retried)"
+        PERMANENT = "permanent", "Permanent (needs a person)"
+
+    record = models.ForeignKey(SyncedRecord, on_delete=models.CASCADE, related_name="errors")
+    field_mapping = models.ForeignKey(
+        FieldMapping, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    run = models.ForeignKey(
+        SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="record_errors"
+    )
+    code = models.CharField(max_length=100)
+    message = models.TextField()
+    # Every error Salesforce returned: [{"statusCode", "message", "fields"}, ...].
+    errors = models.JSONField(default=list, blank=True)
+    fields = models.JSONField(default=list, blank=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PERMANENT)
+    attempts = models.PositiveIntegerField(default=1)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    resolved = models.BooleanField(default=False)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["resolved", "kind", "next_retry_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.code} on {self.record}"

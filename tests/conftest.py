@@ -1,0 +1,55 @@
+"""Fixtures shared by every test package."""
+
+import importlib.util
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from stagemap_site.permissions import ADMINS, EDITORS, VIEWERS
+
+if importlib.util.find_spec("salesforce_emulator") and importlib.util.find_spec(
+    "salesforce_emulator.pytest_plugin"
+):
+    pytest_plugins = ["salesforce_emulator.pytest_plugin"]
+
+
+def _member_of(group_name: str, username: str):
+    user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw-123456")
+    user.is_staff = True
+    user.save()
+    user.groups.add(Group.objects.get(name=group_name))
+    return user
+
+
+@pytest.fixture
+def viewer_user(db):
+    return _member_of(VIEWERS, "viewer")
+
+
+@pytest.fixture
+def editor_user(db):
+    return _member_of(EDITORS, "editor")
+
+
+@pytest.fixture
+def stagemap_admin_user(db):
+    return _member_of(ADMINS, "opsadmin")
+
+
+@pytest.fixture
+def viewer_client(client, viewer_user):
+    client.force_login(viewer_user)
+    return client
+
+
+@pytest.fixture
+def editor_client(client, editor_user):
+    client.force_login(editor_user)
+    return client
+
+
+@pytest.fixture
+def stagemap_admin_client(client, stagemap_admin_user):
+    client.force_login(stagemap_admin_user)
+    return client
