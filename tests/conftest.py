@@ -53,3 +53,21 @@ def editor_client(client, editor_user):
 def stagemap_admin_client(client, stagemap_admin_user):
     client.force_login(stagemap_admin_user)
     return client
+
+
+@pytest.fixture
+def sf_connection(db, emulator, settings):
+    """A saved connection to the emulated org, authenticated with client credentials."""
+    from connections.services import connection_create
+
+    settings.STAGEMAP_SALESFORCE_CA_BUNDLE = str(emulator.ca_path)
+    settings.STAGEMAP_SALESFORCE_BACKOFF = 0
+    creds = emulator.credentials
+    return connection_create(
+        name="Emulated org",
+        auth_method="client-credentials",
+        login_url=emulator.login_url,
+        consumer_key=creds.consumer_key,
+        secrets={"consumer_secret": creds.consumer_secret},
+        acting_user=None,
+    )
