@@ -1,0 +1,62 @@
+"""Production settings refuse to start without secrets and pass `check --deploy`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args, **env_overrides):
+    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DATABASE_URL"}}
+    env.pop("STAGEMAP_ENCRYPTION_KEY", None)
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_production_refuses_to_start_without_secret_key():
+    result = _run(["manage.py", "check"], DJANGO_ENV="production",
+                  STAGEMAP_ENCRYPTION_KEY=Fernet.generate_key().decode())
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DJANGO_ENV=production" in result.stderr
+
+
+def test_production_refuses_to_start_without_encryption_key():
+    result = _run(["manage.py", "check"], DJANGO_ENV="production", SECRET_KEY="x" * 60)
+    assert result.returncode != 0
+    assert "STAGEMAP_ENCRYPTION_KEY must be set when DJANGO_ENV=production" in result.stderr
+
+
+def test_production_settings_pass_check_deploy():
+    result = _run(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        DJANGO_ENV="production",
+        SECRET_KEY="k3y-" + Fernet.generate_key().decode() * 2,
+        STAGEMAP_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        ALLOWED_HOSTS="stagemap.example.com",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_development_defaults_start_without_any_variable():
+    result = _run(["manage.py", "check"], DJANGO_ENV="development")
+    assert result.returncode == 0, result.stderr
+
+
+def test_q_cluster_uses_orm_broker_by_default_and_redis_when_configured():
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='stagemap_site.settings';"
+        "django.setup(); from django.conf import settings as s;"
+        "q = s.Q_CLUSTER; print(q.get('orm'), q.get('redis'), q['timeout'] < q['retry'],"
+        " q['catch_up'])"
+    )
+    plain = _run(["-c", code])
+    assert plain.stdout.split() == ["default", "None", "True", "False"]
+    redis = _run(["-c", code], REDIS_URL="redis://127.0.0.1:6379/3")
+    assert redis.stdout.split() == ["None", "redis://127.0.0.1:6379/3", "True", "False"]
