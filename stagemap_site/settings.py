@@ -147,6 +147,7 @@ STAGEMAP_SYNC_LOOKBACK_MINUTES = env.int("STAGEMAP_SYNC_LOOKBACK_MINUTES", defau
 STAGEMAP_SYNC_LEASE_SECONDS = env.int("STAGEMAP_SYNC_LEASE_SECONDS", default=900)
 STAGEMAP_DELTA_MINUTES = env.int("STAGEMAP_DELTA_MINUTES", default=15)
 STAGEMAP_REFRESH_HOURS = env.int("STAGEMAP_REFRESH_HOURS", default=24)
+STAGEMAP_PUSH_MINUTES = env.int("STAGEMAP_PUSH_MINUTES", default=5)
 
 # django-q2: the ORM broker needs nothing installed; REDIS_URL moves the queue to Redis.
 REDIS_URL = env.str("REDIS_URL", default="")
