@@ -1,0 +1,30 @@
+"""setup_schedules upserts the three django-q2 schedules by name."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django_q.models import Schedule
+
+pytestmark = pytest.mark.django_db
+
+
+def test_setup_schedules_is_idempotent_and_follows_settings(settings):
+    call_command("setup_schedules", stdout=StringIO())
+    settings.STAGEMAP_DELTA_MINUTES = 7
+    out = StringIO()
+    call_command("setup_schedules", "--json", stdout=out)
+
+    rows = json.loads(out.getvalue())
+    assert [row["created"] for row in rows] == [False, False, False]
+    assert Schedule.objects.count() == 3
+    delta = Schedule.objects.get(name="stagemap: delta sync")
+    assert (delta.func, delta.minutes, delta.schedule_type, delta.repeats) == (
+        "sync.tasks.schedule_delta_all", 7, Schedule.MINUTES, -1
+    )
+    assert set(Schedule.objects.values_list("func", flat=True)) == {
+        "sync.tasks.schedule_refresh_all",
+        "sync.tasks.schedule_delta_all",
+        "sync.tasks.schedule_push_all",
+    }
