@@ -1,0 +1,116 @@
+"""Injected faults, the daily API limit, Sforce-Limit-Info and the request log."""
+
+import time
+
+import pytest
+import requests
+from simple_salesforce.exceptions import SalesforceGeneralError, SalesforceRefusedRequest
+
+from tests.emulator.sfclient import client, trusted_session
+
+QUERY = "SELECT Id FROM Lead LIMIT 1"
+
+
+def test_fault_with_status_and_code_for_next_n_calls(sf, org):
+    org.inject_fault(status=503, error_code="SERVER_UNAVAILABLE", count=2)
+    for _ in range(2):
+        with pytest.raises(SalesforceGeneralError) as info:
+            sf.query(QUERY)
+        assert info.value.status == 503
+        assert info.value.content[0]["errorCode"] == "SERVER_UNAVAILABLE"
+    assert sf.query(QUERY)["done"]
+
+
+def test_fault_only_for_matching_paths(sf, org):
+    org.inject_fault(status=500, error_code="UNKNOWN_EXCEPTION", path_contains="composite")
+    assert sf.query(QUERY)["done"]
+    with pytest.raises(SalesforceGeneralError) as info:
+        sf.restful("composite/sobjects", method="PATCH", json={"records": []})
+    assert info.value.status == 500
+    assert sf.restful("composite/sobjects", method="PATCH", json={"records": []}) is None
+
+
+def test_delay_fault_is_slow_then_answers(sf, org):
+    org.inject_fault(delay=0.5)
+    started = time.monotonic()
+    assert sf.query(QUERY)["done"]
+    assert time.monotonic() - started >= 0.5
+    org.inject_fault(delay=0.5)
+    with pytest.raises(requests.exceptions.Timeout):
+        sf.query(QUERY, timeout=0.2)
+
+
+def test_dropped_connection(sf, org):
+    org.inject_fault(drop_connection=True)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        sf.query(QUERY)
+    assert sf.query(QUERY)["done"]
+
+
+def test_random_failure_rate_is_seeded(sf, org):
+    def run():
+        org.set_failure_rate(0.5, seed=7)
+        outcome = []
+        for _ in range(20):
+            try:
+                sf.query(QUERY)
+                outcome.append(True)
+            except SalesforceGeneralError as exc:
+                assert exc.status == 503
+                outcome.append(False)
+        org.set_failure_rate(0)
+        return outcome
+
+    first = run()
+    assert 3 < first.count(False) < 17
+    assert run() == first
+
+
+def test_api_limit_and_request_limit_exceeded(sf, org):
+    org.set_api_limit(3)
+    sf.query(QUERY)
+    assert sf.api_usage["api-usage"].used == 1 and sf.api_usage["api-usage"].total == 3
+    sf.query(QUERY)
+    sf.query(QUERY)
+    assert org.api_usage == (3, 3)
+    with pytest.raises(SalesforceRefusedRequest) as info:
+        sf.query(QUERY)
+    assert info.value.status == 403
+    assert info.value.content == [{"errorCode": "REQUEST_LIMIT_EXCEEDED",
+                                   "message": "TotalRequests Limit exceeded."}]
+    org.reset_api_usage()
+    assert sf.query(QUERY)["done"] and org.api_usage == (1, 3)
+    org.set_api_usage(2)
+    sf.limits()
+    assert sf.api_usage["api-usage"].used == 3
+
+
+def test_limit_info_header_on_every_response(emulator, sf):
+    session = trusted_session(emulator)
+    base = f"{emulator.base_url}/services/data/v62.0"
+    token = {"Authorization": f"Bearer {sf.session_id}"}
+    for url, headers in ((f"{base}/query/?q=SELECT+Nope+FROM+Lead", token),
+                         (f"{base}/sobjects/Lead/describe", {}),
+                         (f"{base}/limits/", token)):
+        response = session.get(url, headers=headers, timeout=10)
+        assert response.headers["Sforce-Limit-Info"].startswith("api-usage=")
+    assert response.status_code == 200
+    assert session.put(f"{base}/limits/", headers=token, timeout=10).status_code == 405
+
+
+def test_request_log_counts_calls_by_kind(emulator, sf, org):
+    org.clear_request_log()
+    list(sf.query_all_iter("SELECT Id FROM Lead",
+                           headers={"Sforce-Query-Options": "batchSize=200"}))
+    sf.Lead.describe()
+    sf.restful("composite/sobjects", method="PATCH", json={"records": []})
+    log = org.request_log
+    assert [(e.method, e.kind, e.status) for e in log] == [
+        ("GET", "query", 200), ("GET", "queryMore", 200), ("GET", "describe", 200),
+        ("PATCH", "composite", 200)]
+    assert log[0].path == "/services/data/v62.0/query/"
+    assert log[0].query == "q=SELECT Id FROM Lead"
+    assert org.count_requests("query") == 1
+    used = org.api_usage[0]
+    client(emulator)  # the token call is logged too, and costs no API call
+    assert org.request_log[-1].kind == "oauth" and org.api_usage[0] == used
