@@ -46,6 +46,9 @@ class Connection(models.Model):
     instance_url = models.URLField(blank=True)
     org_id = models.CharField(max_length=18, blank=True)
     user_id = models.CharField(max_length=18, blank=True)
+    integration_username = models.CharField(
+        max_length=255, blank=True, help_text="The Salesforce user stagemap acts as (learned)."
+    )
 
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.NEVER_CONNECTED
@@ -53,6 +56,8 @@ class Connection(models.Model):
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
     last_connected_at = models.DateTimeField(null=True, blank=True)
+    # The status to return to on resume.
+    paused_from_status = models.CharField(max_length=20, blank=True, editable=False)
 
     api_budget_percent = models.PositiveSmallIntegerField(
         default=50,

@@ -1,7 +1,6 @@
 """The only module that talks to Salesforce: authentication, retries, budget and plain values.
 
-CONTRACT (the bodies are being implemented; keep every public name and signature):
-everything above this module calls `client_for(connection)` and the client's methods, and
+Everything above this module calls `client_for(connection)` and the client's methods, and
 catches the exceptions defined here. Records come back as plain dicts of field -> value with
 Salesforce's `attributes` removed; datetime fields stay Salesforce strings, turned into aware
 datetimes by `parse_datetime`.
@@ -9,9 +8,32 @@ datetimes by `parse_datetime`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import atexit
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import certifi
+import jwt
+import requests
+from django.conf import settings
+from django.utils import timezone
+from requests.adapters import HTTPAdapter
+from simple_salesforce import Salesforce
+from simple_salesforce import exceptions as sf_exceptions
+
+from connections import crypto
+
+logger = logging.getLogger(__name__)
 
 MASTER_RECORD_TYPE_ID = "012000000000000AAA"
 COLLECTION_BATCH_SIZE = 200
@@ -171,54 +193,852 @@ class OrgIdentity:
     api_usage: ApiUsage | None
 
 
+
+# Messages people read (admin, commands, stored last_error); they never carry a secret.
+ERR_PAUSED = "The connection is paused; resume it to call Salesforce."
+ERR_MISSING_SECRET = "The connection has no {name} set."
+ERR_MISSING_FIELD = "The connection has no {name} set."
+ERR_BAD_PRIVATE_KEY = "The private key could not be read (expected an unencrypted PEM RSA key)."
+ERR_AUTH_REFUSED = "Salesforce refused the credentials ({code}: {description})."
+ERR_SESSION_REJECTED = (
+    "Salesforce rejected the session again right after re-authenticating (INVALID_SESSION_ID)."
+)
+ERR_ACCESS_TOKEN_EXPIRED = (
+    "The access token is expired or revoked (INVALID_SESSION_ID); set a new access token."
+)
+ERR_TOKEN_ENDPOINT = (
+    "The login URL did not answer like a Salesforce token endpoint (HTTP {status}); "
+    "check the login URL."
+)
+ERR_BUDGET = (
+    "API budget spent: {used} of {max} daily API requests used, "
+    "and this connection may use {percent}%."
+)
+ERR_LIMIT = "Salesforce refused the call: REQUEST_LIMIT_EXCEEDED ({message})."
+ERR_TRANSIENT = "Salesforce did not answer after {attempts} attempts ({reason})."
+ERR_TLS = (
+    "The TLS certificate of {host} is not trusted; add its CA to STAGEMAP_SALESFORCE_CA_BUNDLE."
+)
+ERR_CA_BUNDLE_MISSING = "STAGEMAP_SALESFORCE_CA_BUNDLE points to a file that does not exist."
+ERR_NOT_JSON = "Salesforce answered with something that is not JSON (HTTP {status})."
+ERR_BAD_NAME = "Not a Salesforce API name: {name!r}."
+ERR_EMPTY_RESULT = "Salesforce answered an update with an empty body."
+
+CODE_PAUSED = "CONNECTION_PAUSED"
+CODE_BUDGET = "API_BUDGET_EXHAUSTED"
+CODE_LIMIT = "REQUEST_LIMIT_EXCEEDED"
+CODE_TLS = "TLS_UNTRUSTED"
+
+# Usage persisted longer ago than this no longer blocks a call: the next call refreshes it,
+# otherwise a spent budget would block forever (Salesforce's window is a rolling 24 h).
+USAGE_STALE_AFTER = timedelta(hours=1)
+MAX_BACKOFF_SECONDS = 60.0
+JWT_LIFETIME_SECONDS = 180
+TOKEN_PATH = "/services/oauth2/token"
+
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_RECORD_TYPE_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+_ID_URL = re.compile(r"/id/(?P<org>[A-Za-z0-9]{15,18})/(?P<user>[A-Za-z0-9]{15,18})/?$")
+_LIMIT_INFO = re.compile(r"api-usage=(?P<used>\d+)/(?P<max>\d+)")
+_BEARER_LIKE = re.compile(r"00D[A-Za-z0-9]{12,15}![A-Za-z0-9._-]+")
+
+_sleep = time.sleep
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+_bundle_lock = threading.Lock()
+_bundle_cache: dict[tuple, str] = {}
+
+
+def _remove_bundles() -> None:
+    for path in _bundle_cache.values():
+        Path(path).unlink(missing_ok=True)
+
+
+atexit.register(_remove_bundles)
+
+
+def _forced_verify() -> str | None:
+    """The CA bundle every Salesforce request must use, or None to keep requests' own choice.
+
+    With an extra CA configured, it is appended to certifi's roots and to any bundle the
+    environment points requests at, so neither real orgs nor a corporate proxy stop working.
+    """
+    extra = getattr(settings, "STAGEMAP_SALESFORCE_CA_BUNDLE", "") or ""
+    if not extra:
+        return None
+    if not os.path.isfile(extra):
+        raise SalesforceError(ERR_CA_BUNDLE_MISSING, code=CODE_TLS)
+    sources = [certifi.where()]
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        candidate = os.environ.get(variable, "")
+        if candidate and os.path.isfile(candidate) and candidate not in sources:
+            sources.append(candidate)
+    sources.append(extra)
+    key = tuple((source, os.path.getmtime(source)) for source in sources)
+    with _bundle_lock:
+        cached = _bundle_cache.get(key)
+        if cached and os.path.isfile(cached):
+            return cached
+        handle = tempfile.NamedTemporaryFile(
+            "wb", prefix="stagemap-ca-", suffix=".pem", delete=False
+        )
+        with handle:
+            for source in sources:
+                handle.write(Path(source).read_bytes().rstrip(b"\n") + b"\n")
+        _bundle_cache[key] = handle.name
+        return handle.name
+
+
+class TrustingAdapter(HTTPAdapter):
+    """Forces our CA bundle (requests lets REQUESTS_CA_BUNDLE override Session.verify) and a
+    default timeout; certificate checks are never turned off."""
+
+    def __init__(self, *, verify: str | None, timeout: float, **kwargs: Any) -> None:
+        self.forced_verify = verify
+        self.default_timeout = timeout
+        super().__init__(**kwargs)
+
+    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
+        if self.forced_verify is not None:
+            verify = self.forced_verify
+        elif verify is False:
+            verify = True
+        if timeout is None:
+            timeout = self.default_timeout
+        return super().send(
+            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+        )
+
+
+def new_http_session() -> requests.Session:
+    """A requests session for Salesforce: our CA trust, timeouts; environment proxies kept."""
+    session = requests.Session()
+    adapter = TrustingAdapter(
+        verify=_forced_verify(), timeout=float(settings.STAGEMAP_SALESFORCE_TIMEOUT)
+    )
+    session.mount("https://", adapter)
+    return session
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    """Remove every secret (and anything shaped like an access token) from a message."""
+    text = str(text or "")
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    text = _BEARER_LIKE.sub("[redacted]", text)
+    return text[:1000]
+
+
+def _check_api_name(name: str) -> str:
+    if not isinstance(name, str) or not _API_NAME.match(name):
+        raise ValueError(ERR_BAD_NAME.format(name=name))
+    return name
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise ValueError("a timezone-aware datetime is required, got a naive one")
+    return value.astimezone(UTC)
+
+
+def _iso(value: datetime) -> str:
+    return _aware_utc(value).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def _strip_attributes(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_attributes(v) for k, v in value.items() if k != "attributes"}
+    if isinstance(value, list):
+        return [_strip_attributes(v) for v in value]
+    return value
+
+
+def _api_version(connection) -> str:
+    version = (connection.api_version or settings.STAGEMAP_SALESFORCE_API_VERSION).strip()
+    return version[1:] if version[:1] in ("v", "V") else version
+
+
+def _first_error(content: Any) -> tuple[str, str, tuple[str, ...]]:
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        entry = content[0]
+        return (
+            str(entry.get("errorCode") or entry.get("statusCode") or ""),
+            str(entry.get("message") or ""),
+            tuple(entry.get("fields") or ()),
+        )
+    if isinstance(content, dict):
+        return (
+            str(content.get("errorCode") or content.get("error") or ""),
+            str(content.get("message") or content.get("error_description") or ""),
+            (),
+        )
+    return "", "", ()
+
+
+# --- OAuth ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Token:
+    access_token: str
+    instance_url: str
+    id_url: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "access_token": self.access_token,
+            "instance_url": self.instance_url,
+            "id_url": self.id_url,
+        }
+
+
+def _jwt_audience(connection) -> str:
+    host = (urlparse(connection.login_url).hostname or "").lower()
+    # Salesforce expects the generic login host as audience, also for My Domain logins.
+    if host.endswith(".salesforce.com") or host.endswith(".force.com"):
+        if host not in ("login.salesforce.com", "test.salesforce.com"):
+            sandbox = connection.environment == "sandbox"
+            return "https://test.salesforce.com" if sandbox else "https://login.salesforce.com"
+    return connection.login_url.rstrip("/")
+
+
+def _jwt_assertion(connection, private_key: str) -> str:
+    claims = {
+        "iss": connection.consumer_key,
+        "sub": connection.username,
+        "aud": _jwt_audience(connection),
+        "exp": int(time.time()) + JWT_LIFETIME_SECONDS,
+    }
+    try:
+        return jwt.encode(claims, private_key, algorithm="RS256")
+    except Exception:  # noqa: BLE001 - any key parsing failure; its text may quote the key
+        raise AuthenticationFailed(ERR_BAD_PRIVATE_KEY, code="INVALID_PRIVATE_KEY") from None
+
+
+def _require(value: str, name: str, message: str = ERR_MISSING_SECRET) -> str:
+    if not value:
+        raise AuthenticationFailed(message.format(name=name), code="MISSING_CREDENTIALS")
+    return value
+
+
+def _token_request(connection, secrets: dict) -> tuple[dict, tuple | None]:
+    """The token endpoint's form and HTTP basic auth for the connection's auth method."""
+    method = connection.auth_method
+    if method == "jwt":
+        key = _require(secrets.get("private_key", ""), "private key")
+        _require(connection.consumer_key, "consumer key", ERR_MISSING_FIELD)
+        _require(connection.username, "username", ERR_MISSING_FIELD)
+        form = {
+            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "assertion": _jwt_assertion(connection, key),
+        }
+        return form, None
+    if method == "client-credentials":
+        _require(connection.consumer_key, "consumer key", ERR_MISSING_FIELD)
+        secret = _require(secrets.get("consumer_secret", ""), "consumer secret")
+        return {"grant_type": "client_credentials"}, (connection.consumer_key, secret)
+    if method == "password":
+        _require(connection.consumer_key, "consumer key", ERR_MISSING_FIELD)
+        _require(connection.username, "username", ERR_MISSING_FIELD)
+        form = {
+            "grant_type": "password",
+            "client_id": connection.consumer_key,
+            "client_secret": _require(secrets.get("consumer_secret", ""), "consumer secret"),
+            "username": connection.username,
+            "password": _require(secrets.get("password", ""), "password")
+            + secrets.get("security_token", ""),
+        }
+        return form, None
+    if method == "access-token":
+        refresh = secrets.get("refresh_token", "")
+        if not (refresh and connection.consumer_key):
+            raise AuthenticationFailed(ERR_ACCESS_TOKEN_EXPIRED, code="INVALID_SESSION_ID")
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "client_id": connection.consumer_key,
+        }
+        if secrets.get("consumer_secret"):
+            form["client_secret"] = secrets["consumer_secret"]
+        return form, None
+    raise AuthenticationFailed(f"Unknown auth method {method!r}.", code="UNKNOWN_AUTH_METHOD")
+
+
+def _backoff(attempt: int) -> None:
+    delay = min(float(settings.STAGEMAP_SALESFORCE_BACKOFF) * 2 ** (attempt - 1),
+                MAX_BACKOFF_SECONDS)
+    if delay > 0:
+        _sleep(delay)
+
+
+def _obtain_token(connection, secrets: dict, session: requests.Session) -> _Token:
+    """POST the connection's login URL's token endpoint (never simple-salesforce's login
+    helpers: they only know *.salesforce.com)."""
+    form, auth = _token_request(connection, secrets)
+    url = connection.login_url.rstrip("/") + TOKEN_PATH
+    host = urlparse(url).hostname or ""
+    retries = int(settings.STAGEMAP_SALESFORCE_RETRIES)
+    secret_values = [str(v) for v in secrets.values()] + [form.get("assertion", "")]
+    attempt = 0
+    while True:
+        reason = ""
+        try:
+            response = session.post(
+                url, data=form, auth=auth, headers={"Accept": "application/json"}
+            )
+        except requests.exceptions.SSLError:
+            raise SalesforceError(ERR_TLS.format(host=host), code=CODE_TLS) from None
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
+            reason = type(exc).__name__
+        else:
+            if response.status_code < 500:
+                break
+            reason = f"HTTP {response.status_code}"
+        attempt += 1
+        if attempt > retries:
+            raise TransientError(
+                ERR_TRANSIENT.format(attempts=attempt, reason=reason), code="TOKEN_ENDPOINT"
+            ) from None
+        logger.warning(
+            "connection %s: token endpoint %s, retry %d of %d", connection.name, reason,
+            attempt, retries,
+        )
+        _backoff(attempt)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code == 200 and isinstance(body, dict) and body.get("access_token"):
+        return _Token(
+            access_token=body["access_token"],
+            instance_url=(body.get("instance_url") or connection.instance_url).rstrip("/"),
+            id_url=body.get("id") or "",
+        )
+    if isinstance(body, dict) and body.get("error"):
+        code = str(body.get("error"))
+        description = _scrub(body.get("error_description") or "", secret_values)
+        raise AuthenticationFailed(
+            ERR_AUTH_REFUSED.format(code=code, description=description),
+            code=code,
+            status=response.status_code,
+        )
+    raise SalesforceError(
+        ERR_TOKEN_ENDPOINT.format(status=response.status_code),
+        code="TOKEN_ENDPOINT",
+        status=response.status_code,
+    )
+
+
+# --- the client -----------------------------------------------------------------------------
+
+
+def _connection_model():
+    from connections.models import Connection
+
+    return Connection
+
+
 class SalesforceClient:
     """One authenticated session for one connection; `api_calls` counts the calls it made."""
 
     api_calls: int
 
+    def __init__(self, connection, *, session: requests.Session | None = None) -> None:
+        self.connection = connection
+        self.api_calls = 0
+        self._session = session or new_http_session()
+        self._session.hooks["response"].append(self._on_response)
+        self._secrets: dict = crypto.decrypt_json(connection.secrets_ciphertext)
+        self._token: _Token | None = None
+        self._sf: Salesforce | None = None
+        self._usage: ApiUsage | None = None
+        self._usage_at: datetime | None = connection.api_usage_at
+        self._usage_dirty = False
+        if connection.api_usage_max:
+            self._usage = ApiUsage(used=connection.api_usage_used or 0,
+                                   max=connection.api_usage_max)
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def api_usage(self) -> ApiUsage | None:
+        """The last usage Salesforce reported (Sforce-Limit-Info or limits/)."""
+        return self._usage
+
+    def _secret_values(self) -> list[str]:
+        values = [str(v) for v in self._secrets.values()]
+        if self._token:
+            values.append(self._token.access_token)
+        return values
+
+    def _save(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            setattr(self.connection, name, value)
+        if self.connection.pk is not None:
+            _connection_model().objects.filter(pk=self.connection.pk).update(**fields)
+
+    def _use(self, token: _Token) -> None:
+        self._token = token
+        self._sf = Salesforce(
+            instance_url=token.instance_url,
+            session_id=token.access_token,
+            version=_api_version(self.connection),
+            session=self._session,
+        )
+
+    def _cached_token(self) -> _Token | None:
+        cached = crypto.decrypt_json(self.connection.token_ciphertext)
+        if cached.get("access_token") and cached.get("instance_url"):
+            return _Token(cached["access_token"], cached["instance_url"], cached.get("id_url", ""))
+        if self.connection.auth_method == "access-token":
+            token = self._secrets.get("access_token", "")
+            if token and self.connection.instance_url:
+                return _Token(token, self.connection.instance_url.rstrip("/"))
+        return None
+
+    @property
+    def can_authenticate(self) -> bool:
+        """Whether a new token can be obtained (an access token alone cannot be renewed)."""
+        if self.connection.auth_method != "access-token":
+            return True
+        return bool(self._secrets.get("refresh_token") and self.connection.consumer_key)
+
+    def _mark_auth_failed(self, message: str) -> None:
+        now = timezone.now()
+        logger.warning("connection %s: authentication failed: %s", self.connection.name, message)
+        fields = {"last_error": message, "last_error_at": now, "token_ciphertext": ""}
+        if self.connection.status != "paused":
+            fields["status"] = "auth_failed"
+        self._save(**fields)
+
+    def authenticate(self) -> None:
+        """Obtain a fresh token from the login URL and cache it (encrypted)."""
+        try:
+            token = _obtain_token(self.connection, self._secrets, self._session)
+        except AuthenticationFailed as exc:
+            self._mark_auth_failed(exc.message)
+            raise
+        now = timezone.now()
+        fields: dict[str, Any] = {
+            "token_ciphertext": crypto.encrypt_json(token.to_json()),
+            "token_obtained_at": now,
+            "instance_url": token.instance_url,
+            "last_connected_at": now,
+        }
+        ids = _ID_URL.search(token.id_url or "")
+        if ids:
+            fields.update(org_id=ids["org"], user_id=ids["user"])
+        if self.connection.status == "auth_failed":
+            fields.update(status="ok", last_error="", last_error_at=None)
+        self._save(**fields)
+        self._use(token)
+
+    def _on_response(self, response, *args, **kwargs) -> None:
+        found = _LIMIT_INFO.search(response.headers.get("Sforce-Limit-Info", ""))
+        if found:
+            self._usage = ApiUsage(used=int(found["used"]), max=int(found["max"]))
+            self._usage_at = timezone.now()
+            self._usage_dirty = True
+
+    def _flush_usage(self) -> None:
+        if self._usage_dirty and self._usage is not None:
+            self._usage_dirty = False
+            self._save(
+                api_usage_used=self._usage.used,
+                api_usage_max=self._usage.max,
+                api_usage_at=self._usage_at,
+            )
+
+    def _check_budget(self) -> None:
+        usage = self._usage
+        if usage is None or not usage.max:
+            return
+        if self._usage_at and timezone.now() - self._usage_at > USAGE_STALE_AFTER:
+            return
+        percent = self.connection.api_budget_percent
+        if usage.used >= usage.max * percent / 100:
+            raise ApiBudgetExhausted(
+                ERR_BUDGET.format(used=usage.used, max=usage.max, percent=percent),
+                code=CODE_BUDGET,
+            )
+
+    # -- the one place a request is made -------------------------------------------------
+
+    def _error(self, exc: sf_exceptions.SalesforceError) -> SalesforceError | None:
+        """Our exception for a Salesforce error response, or None when it is transient."""
+        status = getattr(exc, "status", None)
+        code, message, fields = _first_error(getattr(exc, "content", None))
+        message = _scrub(message, self._secret_values())
+        if code == CODE_LIMIT:
+            return ApiLimitExceeded(
+                ERR_LIMIT.format(message=message), code=code, status=status, fields=fields
+            )
+        if status is not None and status >= 500:
+            return None
+        if not code:
+            code = {404: "NOT_FOUND"}.get(status, f"HTTP_{status}")
+        text = f"{code}: {message}" if message else code
+        return SalesforceError(text, code=code, status=status, fields=fields)
+
+    def _request(self, call: Callable[[Salesforce], Any], *, budget: bool = True) -> Any:
+        """Run `call` (exactly one HTTP request) with budget, re-authentication and retries."""
+        if self._sf is None:
+            self.authenticate()
+        retries = int(settings.STAGEMAP_SALESFORCE_RETRIES)
+        attempt = 0
+        reauthenticated = False
+        try:
+            while True:
+                if budget:
+                    self._check_budget()
+                self.api_calls += 1
+                status = None
+                try:
+                    return call(self._sf)
+                except sf_exceptions.SalesforceExpiredSession:
+                    if reauthenticated:
+                        self._mark_auth_failed(ERR_SESSION_REJECTED)
+                        raise AuthenticationFailed(
+                            ERR_SESSION_REJECTED, code="INVALID_SESSION_ID", status=401
+                        ) from None
+                    reauthenticated = True
+                    self.authenticate()
+                    continue
+                except sf_exceptions.SalesforceError as exc:
+                    error = self._error(exc)
+                    if error is not None:
+                        raise error from None
+                    status = exc.status
+                    code, _, _ = _first_error(exc.content)
+                    reason = f"HTTP {status} {code}".strip()
+                except requests.exceptions.SSLError:
+                    host = urlparse(self._token.instance_url).hostname if self._token else ""
+                    raise SalesforceError(ERR_TLS.format(host=host), code=CODE_TLS) from None
+                except (
+                    requests.exceptions.ConnectionError,
+                    requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError,
+                ) as exc:
+                    reason = type(exc).__name__
+                except ValueError:
+                    raise SalesforceError(
+                        ERR_NOT_JSON.format(status="?"), code="NOT_JSON"
+                    ) from None
+                attempt += 1
+                if attempt > retries:
+                    raise TransientError(
+                        ERR_TRANSIENT.format(attempts=attempt, reason=reason),
+                        code="TRANSIENT",
+                        status=status,
+                    ) from None
+                logger.warning(
+                    "connection %s: %s, retry %d of %d", self.connection.name, reason, attempt,
+                    retries,
+                )
+                _backoff(attempt)
+        finally:
+            self._flush_usage()
+
+    def _restful(self, path: str, *, budget: bool = True, **kwargs: Any) -> Any:
+        return self._request(lambda sf: sf.restful(path, **kwargs), budget=budget)
+
+    def _get_absolute(self, url: str) -> Any:
+        """GET a full URL on Salesforce (identity URL) with the session's bearer token."""
+
+        def call(sf: Salesforce) -> Any:
+            response = sf.session.get(
+                url, headers={"Authorization": "Bearer " + sf.session_id,
+                              "Accept": "application/json"}
+            )
+            if response.status_code >= 300:
+                from simple_salesforce.util import exception_handler
+
+                exception_handler(response, name="identity")
+            return response.json()
+
+        return self._request(call, budget=False)
+
+    # -- operations ----------------------------------------------------------------------
+
     def identity(self) -> OrgIdentity:
-        raise NotImplementedError
+        """Who we are in which org, and the org's API usage (not refused by the budget)."""
+        if self._sf is None:
+            self.authenticate()
+        usage = self.limits(budget=False)
+        id_url = self._token.id_url if self._token else ""
+        org_id, user_id, username = self.connection.org_id, self.connection.user_id, ""
+        found = _ID_URL.search(id_url)
+        if found:
+            org_id, user_id = found["org"], found["user"]
+        info: dict = {}
+        try:
+            if id_url:
+                info = self._get_absolute(id_url)
+            else:
+                info = self._get_absolute(self._token.instance_url + "/services/oauth2/userinfo")
+        except (AuthenticationFailed, ApiLimitExceeded):
+            raise
+        except SalesforceError:
+            info = {}
+        if isinstance(info, dict):
+            org_id = info.get("organization_id") or org_id
+            user_id = info.get("user_id") or user_id
+            username = info.get("username") or info.get("preferred_username") or ""
+        if not org_id and self._token and "!" in self._token.access_token:
+            # A Salesforce access token starts with the 15-character org id and "!".
+            org_id = self._token.access_token.split("!", 1)[0][:15]
+        return OrgIdentity(
+            org_id=org_id,
+            user_id=user_id,
+            username=username or self.connection.username,
+            instance_url=self._token.instance_url if self._token else "",
+            api_usage=usage,
+        )
 
     def describe(self, object_name: str) -> ObjectDescribe:
-        raise NotImplementedError
+        body = self._restful(f"sobjects/{_check_api_name(object_name)}/describe")
+        fields = {}
+        for raw in body.get("fields", []):
+            fields[raw["name"]] = FieldDescribe(
+                name=raw["name"],
+                label=raw.get("label") or raw["name"],
+                type=raw.get("type") or "",
+                updateable=bool(raw.get("updateable")),
+                nillable=bool(raw.get("nillable", True)),
+                custom=bool(raw.get("custom")),
+                restricted_picklist=bool(raw.get("restrictedPicklist")),
+                length=int(raw.get("length") or 0),
+                picklist_values=tuple(
+                    PicklistEntry(
+                        value=entry["value"],
+                        label=entry.get("label") or entry["value"],
+                        active=bool(entry.get("active", True)),
+                        default=bool(entry.get("defaultValue")),
+                        valid_for=entry.get("validFor"),
+                    )
+                    for entry in raw.get("picklistValues") or ()
+                ),
+            )
+        record_types = tuple(
+            RecordTypeInfo(
+                id=raw["recordTypeId"],
+                name=raw.get("name") or "",
+                developer_name=raw.get("developerName") or "",
+                active=bool(raw.get("active", True)),
+                available=bool(raw.get("available", True)),
+                master=bool(raw.get("master")),
+                default=bool(raw.get("defaultRecordTypeMapping")),
+            )
+            for raw in body.get("recordTypeInfos") or ()
+        )
+        return ObjectDescribe(
+            name=body.get("name") or object_name,
+            label=body.get("label") or object_name,
+            fields=fields,
+            record_types=record_types,
+        )
 
     def query(
         self, soql: str, *, include_deleted: bool = False, batch_size: int = QUERY_PAGE_SIZE
     ) -> Iterator[list[dict]]:
         """Yield one list of records per page, following nextRecordsUrl lazily."""
-        raise NotImplementedError
+        size = max(200, min(int(batch_size), QUERY_PAGE_SIZE))
+        headers = {"Sforce-Query-Options": f"batchSize={size}"}
+        page = self._request(
+            lambda sf: sf.query(soql, include_deleted=include_deleted, headers=headers)
+        )
+        while True:
+            yield [_strip_attributes(record) for record in page.get("records", [])]
+            next_url = page.get("nextRecordsUrl")
+            if page.get("done", True) or not next_url:
+                return
+            page = self._request(
+                lambda sf, url=next_url: sf.query_more(
+                    url, identifier_is_url=True, headers=headers
+                )
+            )
 
     def updated_ids(self, object_name: str, start: datetime, end: datetime) -> UpdatedIds:
-        raise NotImplementedError
+        body = self._restful(
+            f"sobjects/{_check_api_name(object_name)}/updated/",
+            params={"start": _iso(start), "end": _iso(end)},
+        )
+        return UpdatedIds(
+            ids=list(body.get("ids") or []),
+            latest_date_covered=parse_datetime(body.get("latestDateCovered")) or _aware_utc(end),
+        )
 
     def deleted_records(self, object_name: str, start: datetime, end: datetime) -> DeletedRecords:
-        raise NotImplementedError
+        body = self._restful(
+            f"sobjects/{_check_api_name(object_name)}/deleted/",
+            params={"start": _iso(start), "end": _iso(end)},
+        )
+        return DeletedRecords(
+            records=[
+                DeletedRecord(id=raw["id"], deleted_at=parse_datetime(raw.get("deletedDate")))
+                for raw in body.get("deletedRecords") or []
+            ],
+            earliest_date_available=parse_datetime(body.get("earliestDateAvailable")),
+            latest_date_covered=parse_datetime(body.get("latestDateCovered")) or _aware_utc(end),
+        )
 
     def update_records(self, object_name: str, records: list[dict]) -> list[RecordUpdateResult]:
         """PATCH composite/sobjects, 200 records a call, allOrNone false; results in order.
 
         Each record is {"Id": ..., "<Field>": value, ...}.
         """
-        raise NotImplementedError
+        _check_api_name(object_name)
+        results: list[RecordUpdateResult] = []
+        for offset in range(0, len(records), COLLECTION_BATCH_SIZE):
+            chunk = records[offset : offset + COLLECTION_BATCH_SIZE]
+            body = {
+                "allOrNone": False,
+                "records": [
+                    {
+                        "attributes": {"type": object_name},
+                        "id": record["Id"],
+                        **{k: v for k, v in record.items() if k not in ("Id", "attributes")},
+                    }
+                    for record in chunk
+                ],
+            }
+            answer = self._restful("composite/sobjects", method="PATCH", json=body)
+            if not isinstance(answer, list):
+                raise SalesforceError(ERR_EMPTY_RESULT, code="EMPTY_RESPONSE")
+            for record, raw in zip(chunk, answer, strict=False):
+                results.append(
+                    RecordUpdateResult(
+                        id=raw.get("id") or record["Id"],
+                        success=bool(raw.get("success")),
+                        errors=tuple(
+                            RecordUpdateError(
+                                status_code=str(err.get("statusCode") or err.get("errorCode")
+                                                or ""),
+                                message=str(err.get("message") or ""),
+                                fields=tuple(err.get("fields") or ()),
+                            )
+                            for err in raw.get("errors") or ()
+                        ),
+                    )
+                )
+        return results
 
-    def limits(self) -> ApiUsage:
-        raise NotImplementedError
+    def limits(self, *, budget: bool = True) -> ApiUsage:
+        body = self._restful("limits/", budget=budget)
+        daily = body.get("DailyApiRequests") or {}
+        maximum = int(daily.get("Max") or 0)
+        usage = ApiUsage(used=maximum - int(daily.get("Remaining") or 0), max=maximum)
+        self._usage, self._usage_at, self._usage_dirty = usage, timezone.now(), True
+        self._flush_usage()
+        return usage
 
     def lead_statuses(self) -> list[LeadStatusInfo]:
-        raise NotImplementedError
+        soql = (
+            "SELECT Id, ApiName, MasterLabel, IsConverted, IsDefault, SortOrder "
+            "FROM LeadStatus ORDER BY SortOrder"
+        )
+        return [
+            LeadStatusInfo(
+                api_name=row.get("ApiName") or row.get("MasterLabel") or "",
+                label=row.get("MasterLabel") or row.get("ApiName") or "",
+                converted=bool(row.get("IsConverted")),
+                default=bool(row.get("IsDefault")),
+                sort_order=int(row.get("SortOrder") or 0),
+            )
+            for page in self.query(soql)
+            for row in page
+        ]
 
     def opportunity_stages(self) -> list[OpportunityStageInfo]:
-        raise NotImplementedError
+        soql = (
+            "SELECT Id, ApiName, MasterLabel, SortOrder, IsActive, IsClosed, IsWon, "
+            "ForecastCategoryName, DefaultProbability FROM OpportunityStage ORDER BY SortOrder"
+        )
+        return [
+            OpportunityStageInfo(
+                api_name=row.get("ApiName") or row.get("MasterLabel") or "",
+                label=row.get("MasterLabel") or row.get("ApiName") or "",
+                sort_order=int(row.get("SortOrder") or 0),
+                active=bool(row.get("IsActive")),
+                closed=bool(row.get("IsClosed")),
+                won=bool(row.get("IsWon")),
+                forecast_category=row.get("ForecastCategoryName") or "",
+                default_probability=(
+                    float(row["DefaultProbability"])
+                    if row.get("DefaultProbability") is not None
+                    else None
+                ),
+            )
+            for page in self.query(soql)
+            for row in page
+        ]
 
     def picklist_values_by_record_type(
         self, object_name: str, record_type_id: str
     ) -> dict[str, tuple[PicklistEntry, ...]]:
-        raise NotImplementedError
+        if not _RECORD_TYPE_ID.match(record_type_id or ""):
+            raise ValueError(ERR_BAD_NAME.format(name=record_type_id))
+        body = self._restful(
+            f"ui-api/object-info/{_check_api_name(object_name)}/picklist-values/{record_type_id}"
+        )
+        fields = body.get("picklistFieldValues", body) if isinstance(body, dict) else {}
+        result: dict[str, tuple[PicklistEntry, ...]] = {}
+        for name, raw in fields.items():
+            if not isinstance(raw, dict) or "values" not in raw:
+                continue
+            default = raw.get("defaultValue") or {}
+            default_value = default.get("value") if isinstance(default, dict) else default
+            entries = []
+            for entry in raw.get("values") or ():
+                attributes = entry.get("attributes") or {}
+                valid_for = entry.get("validFor")
+                entries.append(
+                    PicklistEntry(
+                        value=entry["value"],
+                        label=entry.get("label") or entry["value"],
+                        active=True,
+                        default=entry["value"] == default_value,
+                        valid_for=",".join(str(i) for i in valid_for) if valid_for else None,
+                        converted=bool(attributes.get("converted")),
+                    )
+                )
+            result[name] = tuple(entries)
+        return result
 
 
-def client_for(connection) -> SalesforceClient:
-    """An authenticated client for the connection (cached token, re-authenticates on 401)."""
-    raise NotImplementedError
+def client_for(connection, *, force_authenticate: bool = False) -> SalesforceClient:
+    """An authenticated client for the connection (cached token, re-authenticates on 401).
+
+    Paused connections raise ConnectionPaused; `force_authenticate` skips the cached token.
+    """
+    if connection.pk is not None:
+        connection.refresh_from_db(
+            fields=["status", "secrets_ciphertext", "token_ciphertext", "api_budget_percent",
+                    "api_usage_used", "api_usage_max", "api_usage_at"]
+        )
+    if connection.is_paused:
+        raise ConnectionPaused(ERR_PAUSED, code=CODE_PAUSED)
+    try:
+        client = SalesforceClient(connection)
+        token = client._cached_token()
+    except crypto.SecretsUnreadable:
+        raise AuthenticationFailed(crypto.ERR_UNDECRYPTABLE, code="SECRETS_UNREADABLE") from None
+    if force_authenticate and client.can_authenticate:
+        token = None
+    if token is None:
+        client.authenticate()
+    else:
+        client._use(token)
+    return client
 
 
 def soql_quote(value: str) -> str:
@@ -229,9 +1049,23 @@ def soql_quote(value: str) -> str:
 
 def soql_datetime(value: datetime) -> str:
     """An unquoted UTC SOQL datetime literal; naive datetimes are refused."""
-    raise NotImplementedError
+    value = _aware_utc(value)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_datetime(value: str | None) -> datetime | None:
     """Salesforce's `2026-01-05T10:11:12.000+0000` as an aware UTC datetime."""
-    raise NotImplementedError
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
