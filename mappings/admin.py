@@ -2,12 +2,43 @@
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import F
 from django.http import HttpResponseRedirect
-from django.urls import reverse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+from import_export.admin import ImportExportModelAdmin
 from simple_history.admin import SimpleHistoryAdmin
 
-from mappings.models import Stage
+from mappings.forms import (
+    AutomapForm,
+    FieldMappingForm,
+    PicklistValueFormSet,
+    PicklistValueInlineForm,
+    StageChoiceField,
+    StageMergeForm,
+)
+from mappings.models import FieldMapping, PicklistRefresh, PicklistValue, Stage
+from mappings.resources import PicklistValueMappingResource
+from mappings.selectors import (
+    field_mappings_with_counts,
+    mapping_history,
+    picklist_values_for_page,
+    stages_for_choices,
+)
+from mappings.services.automap import field_mappings_automap
+from mappings.services.fields import field_mapping_save
+from mappings.services.merge import stage_merge
+from mappings.services.refresh import picklist_refresh
 from mappings.services.stages import stage_delete, stage_save, stage_set_active, stage_usage
+from mappings.services.values import (
+    MappingChange,
+    MappingRuleError,
+    picklist_values_apply,
+    picklist_values_check,
+)
 
 
 @admin.register(Stage)
@@ -20,6 +51,46 @@ class StageAdmin(SimpleHistoryAdmin):
     prepopulated_fields = {"key": ["name"]}
     actions = ["activate", "deactivate", "delete_unused"]
     history_list_display = ["name", "order", "category", "active"]
+
+    def get_urls(self):
+        urls = [
+            path(
+                "<path:object_id>/merge/",
+                self.admin_site.admin_view(self.merge_view),
+                name="mappings_stage_merge",
+            ),
+        ]
+        return urls + super().get_urls()
+
+    def merge_view(self, request, object_id):
+        source = get_object_or_404(Stage, pk=object_id)
+        if not self.has_change_permission(request, source):
+            raise PermissionDenied
+        form = StageMergeForm(request.POST or None, source=source)
+        if request.method == "POST" and form.is_valid():
+            target = form.cleaned_data["target"]
+            try:
+                moved = stage_merge(source=source, target=target, acting_user=request.user)
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                self.message_user(
+                    request,
+                    f"Merged {source} into {target}: {moved['values']} value(s) moved; "
+                    f"{source} is now inactive.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:mappings_stage_change", args=[target.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Merge stage {source}",
+            "source": source,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/mappings/stage/merge.html", context)
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -70,18 +141,353 @@ class StageAdmin(SimpleHistoryAdmin):
         stage_delete(stage=obj, acting_user=request.user)
 
 
-from mappings.models import FieldMapping, PicklistValue  # noqa: E402
+class PicklistValueInline(admin.TabularInline):
+    model = PicklistValue
+    form = PicklistValueInlineForm
+    formset = PicklistValueFormSet
+    template = "admin/mappings/fieldmapping/values_tabular.html"
+    fields = ["value", "label", "active", "converted", "records_count", "stage", "outbound"]
+    readonly_fields = ["value", "label", "active", "converted", "records_count"]
+    extra = 0
+    can_delete = False
+    verbose_name = "Salesforce value"
+    verbose_name_plural = "Salesforce values and their stages"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return picklist_values_for_page(super().get_queryset(request))
+
+    def get_formset(self, request, obj=None, **kwargs):
+        # The stages are read once per page, not once per row.
+        form = type(
+            "PicklistValueRowForm",
+            (self.form,),
+            {"stage": StageChoiceField(stages_for_choices(), label="Stage")},
+        )
+        return super().get_formset(request, obj, form=form, **kwargs)
+
+    @admin.display(description="Records")
+    def records_count(self, obj):
+        return getattr(obj, "n_records", 0)
 
 
 @admin.register(FieldMapping)
 class FieldMappingAdmin(SimpleHistoryAdmin):
-    list_display = ["__str__", "direction", "active"]
+    form = FieldMappingForm
+    inlines = [PicklistValueInline]
+    list_display = [
+        "__str__",
+        "direction",
+        "active",
+        "values_summary",
+        "unmapped_records",
+        "health",
+        "refreshed_at",
+    ]
     list_filter = ["connection", "object_name", "direction", "active"]
-    search_fields = ["object_name", "field_name", "connection__name"]
+    search_fields = ["object_name", "field_name", "field_label", "connection__name"]
+    list_select_related = ["connection"]
+    history_list_display = ["direction", "active", "one_to_one", "forward_only", "conflict_policy"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "connection",
+                    "object_name",
+                    "field_name",
+                    "field_label",
+                    "direction",
+                    "active",
+                ]
+            },
+        ),
+        (
+            "Empty values",
+            {
+                "fields": [
+                    "skip_empty_inbound",
+                    "skip_empty_outbound",
+                    "empty_placeholder_stage",
+                    "external_placeholder_value",
+                ]
+            },
+        ),
+        ("Rules", {"fields": ["conflict_policy", "forward_only", "one_to_one"]}),
+        (
+            "Salesforce",
+            {"fields": ["broken_reason", "broken_at", "refreshed_at", "record_type_names"]},
+        ),
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        fixed = ["field_label", "broken_reason", "broken_at", "refreshed_at", "record_type_names"]
+        if obj is not None:
+            fixed = ["connection", "object_name", "field_name", *fixed]
+        return fixed
+
+    def get_queryset(self, request):
+        return field_mappings_with_counts(super().get_queryset(request))
+
+    @admin.display(description="Unmapped / values", ordering="n_unmapped")
+    def values_summary(self, obj):
+        unmapped = getattr(obj, "n_unmapped", 0)
+        text = f"{unmapped} / {getattr(obj, 'n_values', 0)}"
+        if unmapped:
+            return format_html('<strong style="color:#ba2121">{}</strong>', text)
+        return text
+
+    @admin.display(description="Records with unmapped values", ordering="n_unmapped_records")
+    def unmapped_records(self, obj):
+        return getattr(obj, "n_unmapped_records", 0)
+
+    @admin.display(description="Health", boolean=True)
+    def health(self, obj):
+        return not obj.broken_reason
+
+    @admin.display(description="Record types")
+    def record_type_names(self, obj):
+        return ", ".join(sorted(obj.record_types.values())) or "—"
+
+    def save_model(self, request, obj, form, change):
+        # The value table's formset has checked one-to-one against the values after this save.
+        field_mapping_save(field_mapping=obj, acting_user=request.user, check_values=False)
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not PicklistValue:
+            return super().save_formset(request, form, formset, change)
+        changes, changed_objects = {}, []
+        for row in formset.forms:
+            if row.instance.pk is None or not row.has_changed():
+                continue
+            changes[row.instance.pk] = MappingChange(
+                stage=row.cleaned_data.get("stage"),
+                outbound=bool(row.cleaned_data.get("outbound")),
+            )
+            changed_objects.append((row.instance, row.changed_data))
+        if changes:
+            picklist_values_apply(
+                field_mapping=form.instance, changes=changes, acting_user=request.user
+            )
+        # The admin's change message reads these, normally set by formset.save().
+        formset.new_objects, formset.deleted_objects = [], []
+        formset.changed_objects = changed_objects
+
+    def get_urls(self):
+        def view(func, name):
+            return path(
+                f"<path:object_id>/{name}/",
+                self.admin_site.admin_view(func),
+                name=f"mappings_fieldmapping_{name.replace('-', '_')}",
+            )
+
+        return [
+            view(self.refresh_view, "refresh"),
+            view(self.automap_view, "automap"),
+            view(self.mapping_history_view, "mapping-history"),
+        ] + super().get_urls()
+
+    def _get_for(self, request, object_id, *, change: bool) -> FieldMapping:
+        field_mapping = get_object_or_404(
+            FieldMapping.objects.select_related("connection"), pk=object_id
+        )
+        allowed = (
+            self.has_change_permission(request, field_mapping)
+            if change
+            else self.has_view_or_change_permission(request, field_mapping)
+        )
+        if not allowed:
+            raise PermissionDenied
+        return field_mapping
+
+    def _change_url(self, field_mapping):
+        return reverse("admin:mappings_fieldmapping_change", args=[field_mapping.pk])
+
+    def refresh_view(self, request, object_id):
+        return require_POST(self._refresh)(request, object_id)
+
+    def _refresh(self, request, object_id):
+        field_mapping = self._get_for(request, object_id, change=True)
+        refresh = picklist_refresh(
+            connection=field_mapping.connection,
+            field_mappings=[field_mapping],
+            acting_user=request.user,
+        )
+        level = {
+            PicklistRefresh.Status.OK: messages.SUCCESS,
+            PicklistRefresh.Status.PARTIAL: messages.WARNING,
+        }.get(refresh.status, messages.ERROR)
+        summary = (
+            f"Refreshed: {refresh.added} new, {refresh.updated} updated, "
+            f"{refresh.removed} removed, {refresh.restored} back."
+        )
+        broken = [entry["broken"] for entry in refresh.changes.values() if entry.get("broken")]
+        self.message_user(request, " ".join([summary, *broken, refresh.error]).strip(), level)
+        return HttpResponseRedirect(self._change_url(field_mapping))
+
+    def automap_view(self, request, object_id):
+        field_mapping = self._get_for(request, object_id, change=request.method == "POST")
+        form = AutomapForm(request.POST or request.GET or None)
+        create_stages = form.is_valid() and form.cleaned_data["create_stages"]
+        if request.method == "POST":
+            if not self.has_change_permission(request, field_mapping):
+                raise PermissionDenied
+            try:
+                result = field_mappings_automap(
+                    field_mappings=[field_mapping],
+                    create_stages=create_stages,
+                    acting_user=request.user,
+                )
+            except (MappingRuleError, ValidationError) as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Auto-map: {result.mapped} value(s) mapped, {result.outbound} outbound "
+                    f"value(s) chosen, {len(result.created_stages)} stage(s) created, "
+                    f"{result.skipped} left unmapped.",
+                    messages.SUCCESS,
+                )
+            return HttpResponseRedirect(self._change_url(field_mapping))
+        result = field_mappings_automap(
+            field_mappings=[field_mapping],
+            create_stages=create_stages,
+            dry_run=True,
+            acting_user=request.user,
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": field_mapping,
+            "title": f"Auto-map {field_mapping}",
+            "form": form if form.is_bound else AutomapForm(),
+            "result": result,
+            "create_stages": create_stages,
+            "can_change": self.has_change_permission(request, field_mapping),
+        }
+        return TemplateResponse(request, "admin/mappings/fieldmapping/automap.html", context)
+
+    def mapping_history_view(self, request, object_id):
+        field_mapping = self._get_for(request, object_id, change=False)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": field_mapping,
+            "title": f"Mapping history of {field_mapping}",
+            "entries": list(reversed(mapping_history(field_mapping=field_mapping))),
+        }
+        return TemplateResponse(request, "admin/mappings/fieldmapping/history.html", context)
+
+
+class PicklistValueAdminForm(PicklistValueInlineForm):
+    def clean(self):
+        cleaned = super().clean()
+        value = self.instance
+        errors = picklist_values_check(
+            field_mapping=value.field_mapping,
+            changes={
+                value.pk: MappingChange(
+                    stage=cleaned.get("stage"), outbound=bool(cleaned.get("outbound"))
+                )
+            },
+        )
+        for message in errors.get(value.pk, []):
+            self.add_error("outbound" if "outbound" in message.lower() else "stage", message)
+        return cleaned
 
 
 @admin.register(PicklistValue)
-class PicklistValueAdmin(SimpleHistoryAdmin):
-    list_display = ["value", "label", "field_mapping", "stage", "outbound", "active"]
-    list_filter = ["field_mapping", "stage", "active"]
-    search_fields = ["value", "label"]
+class PicklistValueAdmin(ImportExportModelAdmin, SimpleHistoryAdmin):
+    """Values come from Salesforce: only their stage and outbound flag are edited here."""
+
+    form = PicklistValueAdminForm
+    resource_classes = [PicklistValueMappingResource]
+    list_display = [
+        "value",
+        "label",
+        "field_mapping",
+        "stage",
+        "outbound",
+        "active",
+        "converted",
+        "removed_at",
+    ]
+    list_filter = [
+        "field_mapping__connection",
+        "field_mapping",
+        "stage",
+        "outbound",
+        "active",
+        ("removed_at", admin.EmptyFieldListFilter),
+        ("stage", admin.EmptyFieldListFilter),
+    ]
+    list_select_related = ["field_mapping__connection", "stage"]
+    search_fields = ["value", "label", "field_mapping__field_name"]
+    readonly_fields = [
+        "field_mapping",
+        "value",
+        "label",
+        "active",
+        "is_default",
+        "converted",
+        "sort_order",
+        "record_type_ids",
+        "first_seen_at",
+        "last_seen_at",
+        "removed_at",
+    ]
+    fields = ["field_mapping", "value", "label", "stage", "outbound", *readonly_fields[3:]]
+    history_list_display = ["stage", "outbound", "label", "active"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .order_by("field_mapping", F("removed_at").asc(nulls_first=True), "sort_order", "value")
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        picklist_values_apply(
+            field_mapping=obj.field_mapping,
+            changes={obj.pk: MappingChange(stage=obj.stage, outbound=obj.outbound)},
+            acting_user=request.user,
+        )
+
+
+@admin.register(PicklistRefresh)
+class PicklistRefreshAdmin(admin.ModelAdmin):
+    """Written by the refresh service only."""
+
+    list_display = [
+        "started_at",
+        "connection",
+        "status",
+        "added",
+        "updated",
+        "removed",
+        "restored",
+        "broken",
+        "api_calls",
+    ]
+    list_filter = ["connection", "status"]
+    date_hierarchy = "started_at"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.opts.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,7 +1,9 @@
 """Stages, the Salesforce fields mapped to them and each picklist value's stage."""
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from connections.models import Connection
@@ -51,6 +53,8 @@ class FieldMapping(models.Model):
     object_name = models.CharField(max_length=100, default="Lead")
     field_name = models.CharField(max_length=100, default="Status")
     field_label = models.CharField(max_length=255, blank=True)
+    # Record types of the object at the last refresh: {"012...": "Sales Lead", ...}.
+    record_types = models.JSONField(default=dict, blank=True)
     direction = models.CharField(max_length=10, choices=Direction.choices, default=Direction.BOTH)
     active = models.BooleanField(default=True)
 
@@ -167,3 +171,43 @@ class PicklistValue(models.Model):
 
     def __str__(self) -> str:
         return self.value
+
+
+class PicklistRefresh(models.Model):
+    """One run of `picklist_refresh` for a connection, with what it changed."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        PARTIAL = "partial", "Partial: some fields are broken"
+        FAILED = "failed", "Failed"
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="picklist_refreshes"
+    )
+    acting_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    added = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    removed = models.PositiveIntegerField(default=0)
+    restored = models.PositiveIntegerField(default=0)
+    broken = models.PositiveIntegerField(default=0)
+    api_calls = models.PositiveIntegerField(default=0)
+    # {"Lead.Status": {"added": [...], "updated": [{"value", "changes"}], "removed": [...],
+    #  "restored": [...], "broken": "reason"}, ...}
+    changes = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"Refresh of {self.connection} at {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed or self.restored or self.broken)

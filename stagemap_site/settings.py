@@ -135,6 +135,14 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="stagemap@localhost")
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 ADMINS = [("stagemap admins", addr) for addr in env.list("ADMIN_EMAILS", default=[])]
 
+# django-import-export: importing needs the model's own "import" permission
+# (e.g. mappings.import_picklistvalue), not just "change".
+IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "import"
+
+# The mapping page posts four fields per Salesforce value; Django's default of 1,000 fields
+# would refuse saving a field with a few hundred values.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env.int("DATA_UPLOAD_MAX_NUMBER_FIELDS", default=10000)
+
 # Salesforce
 STAGEMAP_SALESFORCE_API_VERSION = env.str("STAGEMAP_SALESFORCE_API_VERSION", default="62.0")
 STAGEMAP_SALESFORCE_CA_BUNDLE = env.str("STAGEMAP_SALESFORCE_CA_BUNDLE", default="")

@@ -73,11 +73,18 @@ def _opportunity_stage():
     )
 
 
+def _picklist_refresh():
+    from mappings.models import PicklistRefresh
+
+    return PicklistRefresh.objects.create(connection=_connection())
+
+
 BUILDERS = {
     "connections.connection": _connection,
     "mappings.stage": lambda: Stage.objects.first(),
     "mappings.fieldmapping": _field_mapping,
     "mappings.picklistvalue": _picklist_value,
+    "mappings.picklistrefresh": _picklist_refresh,
     "sync.syncedrecord": _record,
     "sync.syncrun": _run,
     "sync.recorderror": _record_error,

@@ -60,7 +60,8 @@ def _mapped_value(stage):
     from connections.models import Connection
 
     connection = Connection.objects.create(name="Org", auth_method="client-credentials")
-    mapping = FieldMapping.objects.create(connection=connection)
+    # A new connection already has Lead.Status (field_mappings_create_defaults).
+    mapping = FieldMapping.objects.get(connection=connection, object_name="Lead")
     return PicklistValue.objects.create(field_mapping=mapping, value="MQL", stage=stage)
 
 

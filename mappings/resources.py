@@ -1,0 +1,184 @@
+"""CSV round-trip of picklist value mappings, matched on natural keys."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.core.exceptions import ValidationError
+from import_export import resources, widgets
+from import_export.fields import Field
+
+from mappings.models import PicklistValue, Stage
+from mappings.services.values import MappingChange, MappingRuleError, picklist_values_apply
+
+UNKNOWN_STAGE = "Unknown stage key “{key}”."
+UNKNOWN_VALUE = (
+    "Salesforce has not reported the value “{value}” for {object}.{field} on connection "
+    "“{connection}”: run a picklist refresh, or fix the row."
+)
+OTHER_CONNECTION = "This row belongs to connection “{row}”, not “{connection}”."
+DUPLICATE_ROW = "The value “{value}” appears more than once in the file."
+BAD_BOOLEAN = "“{value}” is not a yes/no value for outbound (use 1 or 0)."
+
+COLUMNS = ("connection", "object", "field", "value", "label", "stage", "outbound")
+
+
+class StageKeyWidget(widgets.Widget):
+    """A stage by its key; the stages are read once per import."""
+
+    def __init__(self):
+        super().__init__()
+        self._stages: dict[str, Stage] | None = None
+
+    def clean(self, value, row=None, **kwargs):
+        key = (value or "").strip()
+        if not key:
+            return None
+        if self._stages is None:
+            self._stages = {stage.key: stage for stage in Stage.objects.all()}
+        stage = self._stages.get(key)
+        if stage is None:
+            raise ValueError(UNKNOWN_STAGE.format(key=key))
+        return stage
+
+    def render(self, value, obj=None, **kwargs):
+        return value.key if value is not None else ""
+
+
+class StrictBooleanWidget(widgets.BooleanWidget):
+    TRUE = {"1", "true", "yes", "y", "x"}
+    FALSE = {"0", "false", "no", "n", ""}
+
+    def clean(self, value, row=None, **kwargs):
+        if isinstance(value, bool):
+            return value
+        text = str(value if value is not None else "").strip().lower()
+        if text in self.TRUE:
+            return True
+        if text in self.FALSE:
+            return False
+        raise ValueError(BAD_BOOLEAN.format(value=value))
+
+
+class PicklistValueMappingResource(resources.ModelResource):
+    """Only stage and outbound are imported; rows name values Salesforce already reported."""
+
+    connection_name = Field(
+        attribute="field_mapping__connection__name", column_name="connection", readonly=True
+    )
+    object_name = Field(attribute="field_mapping__object_name", column_name="object", readonly=True)
+    field_name = Field(attribute="field_mapping__field_name", column_name="field", readonly=True)
+    value = Field(attribute="value", column_name="value", readonly=True)
+    label = Field(attribute="label", column_name="label", readonly=True)
+    stage = Field(attribute="stage", column_name="stage", widget=StageKeyWidget())
+    outbound = Field(attribute="outbound", column_name="outbound", widget=StrictBooleanWidget())
+
+    class Meta:
+        model = PicklistValue
+        fields = (
+            "connection_name",
+            "object_name",
+            "field_name",
+            "value",
+            "label",
+            "stage",
+            "outbound",
+        )
+        export_order = fields
+        import_id_fields = ("connection_name", "object_name", "field_name", "value")
+        clean_model_instances = True
+        use_transactions = True
+        skip_unchanged = True
+        report_skipped = True
+
+    def __init__(self, connection=None, **kwargs):
+        super().__init__(**kwargs)
+        self.connection = connection
+        self._values: dict[tuple[str, str, str, str], PicklistValue] = {}
+        self._pending: dict[int, tuple[PicklistValue, int, dict]] = {}
+
+    def get_export_queryset(self, request=None, **kwargs):
+        queryset = PicklistValue.objects.select_related("field_mapping__connection", "stage")
+        if self.connection is not None:
+            queryset = queryset.filter(field_mapping__connection=self.connection)
+        return queryset.order_by(
+            "field_mapping__connection__name",
+            "field_mapping__object_name",
+            "field_mapping__field_name",
+            "sort_order",
+            "value",
+        )
+
+    def import_data(self, dataset, *args, **kwargs):
+        # A file with one bad row imports nothing, whichever front door calls this.
+        kwargs["rollback_on_validation_errors"] = True
+        return super().import_data(dataset, *args, **kwargs)
+
+    def before_import(self, dataset, **kwargs):
+        self._pending.clear()
+        queryset = PicklistValue.objects.select_related("field_mapping__connection", "stage")
+        if self.connection is not None:
+            queryset = queryset.filter(field_mapping__connection=self.connection)
+        elif "connection" in (dataset.headers or []):
+            queryset = queryset.filter(
+                field_mapping__connection__name__in=set(dataset["connection"])
+            )
+        self._values = {
+            (
+                value.field_mapping.connection.name,
+                value.field_mapping.object_name,
+                value.field_mapping.field_name,
+                value.value,
+            ): value
+            for value in queryset
+        }
+
+    def get_or_init_instance(self, instance_loader, row):
+        key = tuple(str(row.get(column) or "").strip() for column in COLUMNS[:3]) + (
+            str(row.get("value") or ""),
+        )
+        if self.connection is not None and key[0] != self.connection.name:
+            raise ValidationError(OTHER_CONNECTION.format(row=key[0], connection=self.connection))
+        instance = self._values.get(key)
+        if instance is None:
+            raise ValidationError(
+                UNKNOWN_VALUE.format(connection=key[0], object=key[1], field=key[2], value=key[3])
+            )
+        return instance, False
+
+    def validate_instance(self, instance, import_validation_errors=None, validate_unique=True):
+        errors = dict(import_validation_errors or {})
+        if self._meta.clean_model_instances:
+            # Rules that span rows (one outbound value per stage, one-to-one) are checked
+            # over the whole file in after_import, against the file's final state.
+            try:
+                instance.full_clean(
+                    exclude=errors.keys(), validate_unique=False, validate_constraints=False
+                )
+            except ValidationError as exc:
+                errors = exc.update_error_dict(errors)
+        if errors:
+            raise ValidationError(errors)
+
+    def save_instance(self, instance, is_create, row, **kwargs):
+        if instance.pk in self._pending:
+            raise ValidationError(DUPLICATE_ROW.format(value=instance.value))
+        self._pending[instance.pk] = (instance, kwargs.get("row_number"), dict(row))
+
+    def after_import(self, dataset, result, **kwargs):
+        acting_user = kwargs.get("user")
+        by_field_mapping = defaultdict(dict)
+        for instance, _number, _row in self._pending.values():
+            by_field_mapping[instance.field_mapping][instance.pk] = MappingChange(
+                stage=instance.stage, outbound=bool(instance.outbound)
+            )
+        for field_mapping, changes in by_field_mapping.items():
+            try:
+                picklist_values_apply(
+                    field_mapping=field_mapping, changes=changes, acting_user=acting_user
+                )
+            except MappingRuleError as exc:
+                for pk, messages in exc.by_value.items():
+                    _instance, number, row = self._pending.get(pk, (None, 0, {}))
+                    result.append_invalid_row(number, row, ValidationError({"stage": messages}))
+        self._pending.clear()

@@ -1,0 +1,145 @@
+"""Field mappings: which Salesforce picklist fields stagemap reads and writes, and their options."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from connections.models import Connection
+from connections.salesforce import FieldDescribe, SalesforceError, client_for
+from mappings.models import FieldMapping, PicklistValue
+
+DEFAULT_OBJECT = "Lead"
+DEFAULT_FIELD = "Status"
+
+FIELD_NOT_FOUND = "Salesforce reports no field {field} on {object}."
+FIELD_NOT_PICKLIST = "{object}.{field} is not a picklist (its type is {type})."
+OBJECT_NOT_FOUND = "Salesforce could not describe {object}: {error}"
+ONE_TO_ONE_CONFLICT = (
+    "One-to-one cannot be switched on: stage {stage} already has several values ({values})."
+)
+FIELD_IDENTITY_FIXED = "The connection, object and field of a mapping cannot change."
+
+
+def _with_history_user(field_mapping: FieldMapping, acting_user) -> FieldMapping:
+    field_mapping._history_user = acting_user
+    return field_mapping
+
+
+def picklist_fields_describe(*, connection: Connection, object_name: str) -> list[FieldDescribe]:
+    """The picklist fields Salesforce's describe reports for the object, by label."""
+    describe = client_for(connection).describe(object_name)
+    return sorted(describe.picklist_fields, key=lambda f: (f.label.lower(), f.name))
+
+
+def picklist_field_check(
+    *, connection: Connection, object_name: str, field_name: str
+) -> FieldDescribe:
+    """The describe of the field, or a ValidationError saying why it cannot be mapped."""
+    try:
+        describe = client_for(connection).describe(object_name)
+    except SalesforceError as exc:
+        raise ValidationError(
+            OBJECT_NOT_FOUND.format(object=object_name, error=exc.message), code="describe"
+        ) from exc
+    field = describe.field(field_name)
+    if field is None:
+        raise ValidationError(
+            FIELD_NOT_FOUND.format(field=field_name, object=object_name), code="no_field"
+        )
+    if not field.is_picklist:
+        raise ValidationError(
+            FIELD_NOT_PICKLIST.format(object=object_name, field=field_name, type=field.type),
+            code="not_picklist",
+        )
+    return field
+
+
+def _check_one_to_one(field_mapping: FieldMapping) -> None:
+    if not field_mapping.pk or not field_mapping.one_to_one:
+        return
+    by_stage: dict[str, list[str]] = {}
+    for value, stage_name in PicklistValue.objects.filter(
+        field_mapping=field_mapping, stage__isnull=False, removed_at__isnull=True
+    ).values_list("value", "stage__name"):
+        by_stage.setdefault(stage_name, []).append(value)
+    for stage_name, values in by_stage.items():
+        if len(values) > 1:
+            raise ValidationError(
+                {
+                    "one_to_one": ONE_TO_ONE_CONFLICT.format(
+                        stage=stage_name, values=", ".join(values)
+                    )
+                }
+            )
+
+
+@transaction.atomic
+def field_mapping_create(
+    *,
+    connection: Connection,
+    object_name: str,
+    field_name: str,
+    acting_user,
+    direction: str = FieldMapping.Direction.BOTH,
+    check_salesforce: bool = True,
+    **options,
+) -> FieldMapping:
+    """Add a field to map; with `check_salesforce`, describe must report it as a picklist."""
+    field_mapping = FieldMapping(
+        connection=connection,
+        object_name=object_name,
+        field_name=field_name,
+        direction=direction,
+        **options,
+    )
+    if check_salesforce:
+        field = picklist_field_check(
+            connection=connection, object_name=object_name, field_name=field_name
+        )
+        field_mapping.field_label = field.label
+    field_mapping.full_clean()
+    _with_history_user(field_mapping, acting_user).save()
+    return field_mapping
+
+
+@transaction.atomic
+def field_mapping_save(
+    *, field_mapping: FieldMapping, acting_user, check_values: bool = True
+) -> FieldMapping:
+    """Save a field mapping's options after checking every rule (one inbound field, one-to-one).
+
+    `check_values=False` is for callers that check one-to-one against the values as they will
+    be once their own changes are applied (the admin's value table).
+    """
+    if field_mapping.pk:
+        stored = FieldMapping.objects.filter(pk=field_mapping.pk).values(
+            "connection_id", "object_name", "field_name"
+        )[0]
+        if (
+            stored["connection_id"] != field_mapping.connection_id
+            or stored["object_name"] != field_mapping.object_name
+            or stored["field_name"] != field_mapping.field_name
+        ):
+            raise ValidationError(FIELD_IDENTITY_FIXED, code="identity")
+    field_mapping.full_clean()
+    if check_values:
+        _check_one_to_one(field_mapping)
+    _with_history_user(field_mapping, acting_user).save()
+    return field_mapping
+
+
+@transaction.atomic
+def field_mappings_create_defaults(*, connection: Connection, acting_user) -> list[FieldMapping]:
+    """Give a new connection Lead.Status in both directions unless Lead already has a field."""
+    if FieldMapping.objects.filter(connection=connection, object_name=DEFAULT_OBJECT).exists():
+        return []
+    field_mapping = FieldMapping(
+        connection=connection,
+        object_name=DEFAULT_OBJECT,
+        field_name=DEFAULT_FIELD,
+        field_label="Lead Status",
+        direction=FieldMapping.Direction.BOTH,
+    )
+    _with_history_user(field_mapping, acting_user).save()
+    return [field_mapping]

@@ -1,0 +1,54 @@
+"""Factories for connections, stages, field mappings and picklist values."""
+
+import factory
+from django.utils import timezone
+
+from connections.models import Connection
+from mappings.models import FieldMapping, PicklistValue, Stage
+
+
+class ConnectionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Connection
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"Mapping org {n}")
+    auth_method = Connection.AuthMethod.CLIENT_CREDENTIALS
+
+
+class StageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Stage
+        django_get_or_create = ("key",)
+
+    key = factory.Sequence(lambda n: f"stage_{n}")
+    name = factory.LazyAttribute(lambda o: o.key.replace("_", " ").title())
+    order = factory.Sequence(lambda n: 100 + n)
+
+
+class FieldMappingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = FieldMapping
+        django_get_or_create = ("connection", "object_name", "field_name")
+
+    connection = factory.SubFactory(ConnectionFactory)
+    object_name = "Lead"
+    field_name = "Status"
+    direction = FieldMapping.Direction.BOTH
+
+
+class PicklistValueFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PicklistValue
+        django_get_or_create = ("field_mapping", "value")
+
+    field_mapping = factory.SubFactory(FieldMappingFactory)
+    value = factory.Sequence(lambda n: f"Value {n}")
+    label = factory.LazyAttribute(lambda o: o.value)
+    sort_order = factory.Sequence(lambda n: n)
+    first_seen_at = factory.LazyFunction(timezone.now)
+    last_seen_at = factory.LazyFunction(timezone.now)
+
+
+def stage(key: str) -> Stage:
+    return Stage.objects.get(key=key)
