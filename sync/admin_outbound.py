@@ -1,0 +1,278 @@
+"""Admin for the outbound push: record errors, "Move to stage…", retries and "Push now"."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import require_POST
+
+from mappings.models import Stage
+from sync.models import RecordError, SyncedRecord
+from sync.services import outbound
+from sync.services.outbound import records_requeue_failed
+from sync.services.record_stage import record_set_stage
+
+MOVED = "{count} record(s) moved to {stage}; the push is queued."
+NOTHING_MOVED = "No record changed: the selected records are already in {stage}."
+RETRY_QUEUED = "{count} record(s) queued for another push."
+PUSH_QUEUED = "Push queued for {names}."
+NO_PERMISSION = "You do not have permission to do that."
+
+
+class MoveToStageForm(forms.Form):
+    stage = forms.ModelChoiceField(
+        queryset=Stage.objects.filter(active=True).order_by("order", "name"),
+        empty_label=None,
+        help_text="The records get this stage and its outbound values are written to Salesforce.",
+    )
+
+
+def _count_subquery(queryset, column: str):
+    counted = queryset.order_by().values(column).annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted[:1], output_field=IntegerField()), 0)
+
+
+class SyncedRecordOutboundMixin:
+    """Mixed into SyncedRecordAdmin: stage changes that push, retries and outbound columns."""
+
+    actions = ["move_to_stage", "retry_push"]
+    move_to_stage_template = "admin/sync/syncedrecord/move_to_stage.html"
+
+    def get_queryset(self, request):
+        open_errors = RecordError.objects.filter(record=OuterRef("pk"), resolved=False)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(open_error_count=_count_subquery(open_errors, "record"))
+        )
+
+    @admin.display(description="Outbound", ordering="outbound_state")
+    def outbound_status(self, obj) -> str:
+        label = obj.get_outbound_state_display()
+        errors = getattr(obj, "open_error_count", 0)
+        return f"{label} ({errors} error{'s' if errors != 1 else ''})" if errors else label
+
+    def save_model(self, request, obj, form, change):
+        # A stage edited here is a local change: it goes through the service so it is pushed.
+        if change and "stage" in form.changed_data:
+            new_stage = obj.stage
+            obj.stage_id = form.initial.get("stage")
+            super().save_model(request, obj, form, change)
+            record_set_stage(records=[obj], stage=new_stage, acting_user=request.user)
+            obj.refresh_from_db()
+            return
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Move to stage…", permissions=["change"])
+    def move_to_stage(self, request, queryset):
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if "apply" in request.POST:
+            form = MoveToStageForm(request.POST)
+            if form.is_valid():
+                stage = form.cleaned_data["stage"]
+                try:
+                    count = record_set_stage(
+                        records=queryset, stage=stage, acting_user=request.user
+                    )
+                except ValidationError as exc:
+                    self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+                    return None
+                if count:
+                    self.message_user(request, MOVED.format(count=count, stage=stage.name))
+                else:
+                    self.message_user(
+                        request, NOTHING_MOVED.format(stage=stage.name), messages.WARNING
+                    )
+                return None
+        else:
+            form = MoveToStageForm()
+        opts = self.model._meta
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Move records to a stage",
+            "opts": opts,
+            "form": form,
+            "queryset": queryset[:20],
+            "count": queryset.count(),
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "action_name": "move_to_stage",
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.move_to_stage_template, context)
+
+    @admin.action(description="Retry the push of the selected records", permissions=["change"])
+    def retry_push(self, request, queryset):
+        count = _retry_records(queryset.values_list("pk", flat=True))
+        self.message_user(request, RETRY_QUEUED.format(count=count))
+
+
+def _retry_records(record_ids) -> int:
+    ids = list(record_ids)
+    now = timezone.now()
+    RecordError.objects.filter(record_id__in=ids, resolved=False).update(
+        next_retry_at=now, updated_at=now
+    )
+    return records_requeue_failed(records=ids)
+
+
+class RecordErrorAdmin(admin.ModelAdmin):
+    """Per-record push errors: written by the push only, so read-only apart from retrying."""
+
+    list_display = [
+        "record_link",
+        "object_field",
+        "code",
+        "message_short",
+        "kind",
+        "attempts",
+        "next_retry_at",
+        "resolved",
+        "updated_at",
+    ]
+    list_filter = ["resolved", "kind", "code", "record__connection", "record__object_name"]
+    search_fields = ["record__sf_id", "record__name", "code", "message"]
+    list_select_related = ["record", "field_mapping", "run"]
+    date_hierarchy = "updated_at"
+    actions = ["retry_now"]
+    fields = [
+        "record",
+        "field_mapping",
+        "run",
+        "code",
+        "message",
+        "errors",
+        "fields",
+        "kind",
+        "attempts",
+        "next_retry_at",
+        "resolved",
+        "resolved_at",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm("sync.change_syncedrecord")
+
+    @admin.display(description="Record", ordering="record__sf_id")
+    def record_link(self, obj) -> str:
+        from django.utils.html import format_html
+
+        url = reverse("admin:sync_syncedrecord_change", args=[obj.record_id])
+        name = f" · {obj.record.name}" if obj.record.name else ""
+        return format_html('<a href="{}">{}{}</a>', url, obj.record.sf_id, name)
+
+    @admin.display(description="Field")
+    def object_field(self, obj) -> str:
+        if obj.field_mapping is None:
+            return obj.record.object_name
+        return f"{obj.field_mapping.object_name}.{obj.field_mapping.field_name}"
+
+    @admin.display(description="Message")
+    def message_short(self, obj) -> str:
+        return obj.message if len(obj.message) <= 120 else obj.message[:117] + "…"
+
+    @admin.action(description="Retry now", permissions=["retry"])
+    def retry_now(self, request, queryset):
+        if not self.has_retry_permission(request):
+            raise PermissionDenied
+        record_ids = queryset.filter(resolved=False).values_list("record_id", flat=True)
+        count = _retry_records(set(record_ids))
+        self.message_user(request, RETRY_QUEUED.format(count=count))
+
+
+# The lead's sync/admin.py may have registered a placeholder; this one replaces it.
+if admin.site.is_registered(RecordError):
+    admin.site.unregister(RecordError)
+admin.site.register(RecordError, RecordErrorAdmin)
+
+
+class ConnectionOutboundMixin:
+    """Mixed into ConnectionAdmin: pending/failed counts, a "Push now" action and view."""
+
+    actions = ["push_now"]
+
+    def get_queryset(self, request):
+        records = SyncedRecord.objects.filter(connection=OuterRef("pk"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                pending_count=_count_subquery(
+                    records.filter(outbound_state=SyncedRecord.OutboundState.PENDING),
+                    "connection",
+                ),
+                failed_count=_count_subquery(
+                    records.filter(outbound_state=SyncedRecord.OutboundState.FAILED),
+                    "connection",
+                ),
+            )
+        )
+
+    @admin.display(description="Pending push", ordering="pending_count")
+    def pending_count(self, obj) -> int:
+        return getattr(obj, "pending_count", 0)
+
+    @admin.display(description="Push failed", ordering="failed_count")
+    def failed_count(self, obj) -> int:
+        return getattr(obj, "failed_count", 0)
+
+    def has_run_sync_permission(self, request) -> bool:
+        return request.user.has_perm("sync.run_sync")
+
+    @admin.action(description="Push now", permissions=["run_sync"])
+    def push_now(self, request, queryset):
+        names = []
+        for connection in queryset:
+            outbound.push_enqueue(connection)
+            names.append(connection.name)
+        self.message_user(request, PUSH_QUEUED.format(names=", ".join(names)))
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path(
+                "<path:object_id>/push/",
+                self.admin_site.admin_view(self.push_now_view),
+                name="{}_{}_push".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    @method_decorator(require_POST)
+    def push_now_view(self, request, object_id):
+        if not self.has_run_sync_permission(request):
+            raise PermissionDenied
+        connection = get_object_or_404(self.model, pk=object_id)
+        outbound.push_enqueue(connection)
+        self.message_user(request, PUSH_QUEUED.format(names=connection.name))
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return redirect(reverse("admin:{}_{}_change".format(*info), args=[connection.pk]))
+
+
+__all__ = [
+    "ConnectionOutboundMixin",
+    "MoveToStageForm",
+    "RecordErrorAdmin",
+    "SyncedRecordOutboundMixin",
+]
