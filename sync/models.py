@@ -17,7 +17,11 @@ class SyncedRecord(models.Model):
         PENDING = "pending", "Pending push"
         FAILED = "failed", "Push failed"
 
-    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="records")
+    # No index of its own: the unique (connection, object_name, sf_id) constraint leads with it,
+    # and every index costs time on each of the 100,000s of rows a full sync inserts.
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="records", db_index=False
+    )
     object_name = models.CharField(max_length=100)
     sf_id = models.CharField("Salesforce id", max_length=18)
 
@@ -38,6 +42,7 @@ class SyncedRecord(models.Model):
     is_deleted = models.BooleanField(default=False)
     deleted_at = models.DateTimeField(null=True, blank=True)
     master_record_id = models.CharField(max_length=18, blank=True)
+    converted_contact_id = models.CharField(max_length=18, blank=True)
     record_type_id = models.CharField(max_length=18, blank=True)
     system_modstamp = models.DateTimeField(null=True, blank=True)
     last_modified_by_id = models.CharField(max_length=18, blank=True)
@@ -65,8 +70,8 @@ class SyncedRecord(models.Model):
                 fields=["connection", "object_name", "sf_id"], name="syncedrecord_unique_id"
             ),
         ]
+        # picklist_value is indexed by its foreign key already.
         indexes = [
-            models.Index(fields=["picklist_value"], name="syncedrecord_value_idx"),
             models.Index(
                 fields=["connection", "outbound_state"],
                 condition=~Q(outbound_state="clean"),
@@ -169,6 +174,35 @@ class SyncLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} lease on {self.connection} held by {self.holder}"
+
+
+class OpportunityStageInfo(models.Model):
+    """OpportunityStage metadata as Salesforce orders it, so reports follow the org's funnel."""
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="opportunity_stages"
+    )
+    api_name = models.CharField(max_length=255)
+    label = models.CharField(max_length=255, blank=True)
+    sort_order = models.IntegerField(default=0)
+    active = models.BooleanField(default=True)
+    closed = models.BooleanField(default=False)
+    won = models.BooleanField(default=False)
+    forecast_category = models.CharField(max_length=40, blank=True)
+    probability = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["connection", "sort_order", "api_name"]
+        verbose_name = "opportunity stage"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "api_name"], name="opportunitystageinfo_unique_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.label or self.api_name
 
 
 class RecordError(models.Model):

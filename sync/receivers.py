@@ -1,0 +1,25 @@
+"""Handlers for the events mappings announces: re-apply changed mappings, move merged stages."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from sync.services.reapply import records_move_stage, records_reapply_mappings
+
+
+def on_mappings_changed(sender, *, field_mapping_ids, acting_user=None, **kwargs):
+    """Re-apply after commit; returns the count when it ran at once (outside a transaction)."""
+    ids = list(field_mapping_ids or [])
+    if not ids:
+        return 0
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(
+            lambda: records_reapply_mappings(field_mapping_ids=ids, record_run=True)
+        )
+        return None
+    return records_reapply_mappings(field_mapping_ids=ids, record_run=True)
+
+
+def on_stage_merging(sender, *, source, target, acting_user=None, **kwargs) -> int:
+    """Runs inside the merge transaction so records move atomically with the merge."""
+    return records_move_stage(source=source, target=target)

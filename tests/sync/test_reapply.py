@@ -1,0 +1,151 @@
+"""Re-applying mappings to stored records: set-based, exact counts, the rules it respects."""
+
+import pytest
+from django.db import transaction
+
+from mappings.models import PicklistValue
+from mappings.signals import mappings_changed, stage_merging
+from sync.models import SyncedRecord, SyncRun
+from sync.services.reapply import records_move_stage, records_reapply_mappings
+from tests.sync.factories import (
+    ConnectionFactory,
+    FieldMappingFactory,
+    PicklistValueFactory,
+    SyncedRecordFactory,
+    stage,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def mapping():
+    return FieldMappingFactory(connection=ConnectionFactory())
+
+
+def _records(mapping, value, n, **kwargs):
+    return [
+        SyncedRecordFactory(
+            connection=mapping.connection, raw_value=value.value, picklist_value=value, **kwargs
+        )
+        for _ in range(n)
+    ]
+
+
+def test_mapping_a_value_moves_its_records_in_constant_queries(
+    mapping, django_assert_max_num_queries
+):
+    mql = PicklistValueFactory(field_mapping=mapping, value="MQL")
+    _records(mapping, mql, 30)
+    mql.stage = stage("in_progress")
+    mql.save()
+    with django_assert_max_num_queries(8):
+        changed = records_reapply_mappings(field_mapping_ids=[mapping.pk])
+    assert changed == 30
+    assert set(SyncedRecord.objects.values_list("stage__key", flat=True)) == {"in_progress"}
+    assert records_reapply_mappings(field_mapping_ids=[mapping.pk]) == 0
+
+
+def test_unmapping_a_value_clears_the_stage(mapping):
+    mql = PicklistValueFactory(field_mapping=mapping, value="MQL", stage=stage("new"))
+    _records(mapping, mql, 3, stage=stage("new"))
+    mql.stage = None
+    mql.save()
+    assert records_reapply_mappings(field_mapping_ids=[mapping.pk]) == 3
+    assert not SyncedRecord.objects.filter(stage__isnull=False).exists()
+
+
+def test_values_that_arrive_after_the_records_are_linked(mapping):
+    SyncedRecordFactory(connection=mapping.connection, raw_value="Late", picklist_value=None)
+    PicklistValueFactory(field_mapping=mapping, value="Late", stage=stage("contacted"))
+    assert records_reapply_mappings(field_mapping_ids=[mapping.pk]) == 1
+    record = SyncedRecord.objects.get()
+    assert record.picklist_value.value == "Late"
+    assert record.stage.key == "contacted"
+
+
+def test_converted_and_locally_pending_records_are_left_alone(mapping):
+    value = PicklistValueFactory(field_mapping=mapping, value="MQL", stage=stage("new"))
+    [converted] = _records(mapping, value, 1, stage=stage("converted"), is_converted=True)
+    [pending] = _records(
+        mapping,
+        value,
+        1,
+        stage=stage("lost"),
+        stage_source=SyncedRecord.StageSource.LOCAL,
+        outbound_state=SyncedRecord.OutboundState.PENDING,
+    )
+    [plain] = _records(mapping, value, 1, stage=stage("lost"))
+    assert records_reapply_mappings(field_mapping_ids=[mapping.pk]) == 1
+    for record, key in ((converted, "converted"), (pending, "lost"), (plain, "new")):
+        record.refresh_from_db()
+        assert record.stage.key == key
+
+
+def test_other_connections_and_objects_are_untouched(mapping):
+    value = PicklistValueFactory(field_mapping=mapping, value="MQL", stage=stage("new"))
+    other = SyncedRecordFactory(raw_value="MQL")
+    contact = SyncedRecordFactory(
+        connection=mapping.connection, object_name="Contact", raw_value="MQL"
+    )
+    _records(mapping, value, 2)
+    assert records_reapply_mappings(field_mapping_ids=[mapping.pk]) == 2
+    for record in (other, contact):
+        record.refresh_from_db()
+        assert record.stage is None and record.picklist_value is None
+
+
+def test_empty_values_get_the_placeholder(mapping):
+    SyncedRecordFactory(connection=mapping.connection, raw_value="")
+    mapping.empty_placeholder_stage = stage("new")
+    mapping.save()
+    assert records_reapply_mappings(field_mapping_ids=[mapping.pk]) == 1
+    assert SyncedRecord.objects.get().stage.key == "new"
+    mapping.skip_empty_inbound = True
+    mapping.empty_placeholder_stage = None
+    mapping.save()
+    assert records_reapply_mappings(field_mapping_ids=[mapping.pk]) == 0
+
+
+def test_mappings_changed_signal_reapplies_after_commit(
+    mapping, django_capture_on_commit_callbacks
+):
+    value = PicklistValueFactory(field_mapping=mapping, value="MQL")
+    _records(mapping, value, 2)
+    with django_capture_on_commit_callbacks() as callbacks:
+        with transaction.atomic():
+            PicklistValue.objects.filter(pk=value.pk).update(stage=stage("contacted"))
+            mappings_changed.send(
+                sender=PicklistValue, field_mapping_ids=[mapping.pk], acting_user=None
+            )
+    assert SyncedRecord.objects.filter(stage__isnull=True).count() == 2
+    assert len(callbacks) == 1
+    callbacks[0]()
+    assert SyncedRecord.objects.filter(stage__key="contacted").count() == 2
+
+
+def test_mappings_changed_signal_outside_a_transaction_reports_the_count(
+    mapping, django_capture_on_commit_callbacks
+):
+    value = PicklistValueFactory(field_mapping=mapping, value="MQL")
+    _records(mapping, value, 2)
+    PicklistValue.objects.filter(pk=value.pk).update(stage=stage("contacted"))
+    with django_capture_on_commit_callbacks(execute=True):
+        mappings_changed.send(sender=PicklistValue, field_mapping_ids=[mapping.pk])
+    assert SyncedRecord.objects.filter(stage__key="contacted").count() == 2
+    run = SyncRun.objects.get(kind=SyncRun.Kind.REAPPLY)
+    assert (run.updated, run.status, run.trigger) == (2, SyncRun.Status.OK, "event")
+
+
+def test_stage_merging_moves_records_in_one_update(django_assert_num_queries):
+    records = [SyncedRecordFactory(stage=stage("contacted")) for _ in range(3)]
+    keep = SyncedRecordFactory(stage=stage("new"))
+    source, target = stage("contacted"), stage("in_progress")
+    with django_assert_num_queries(1):
+        records_move_stage(source=source, target=target)
+    stage_merging.send(sender=None, source=target, target=source, acting_user=None)
+    for record in records:
+        record.refresh_from_db()
+        assert record.stage.key == "contacted"  # moved there and back through the signal
+    keep.refresh_from_db()
+    assert keep.stage.key == "new"
