@@ -1,22 +1,12 @@
-"""Admin for synced records and sync runs (record errors live in sync/admin_outbound.py)."""
+"""Admin for synced records and sync runs; record errors and connections in admin_*.py."""
 
-import importlib
-import importlib.util
 import json
 
 from django.contrib import admin
 from django.utils.html import format_html
 
+from sync.admin_outbound import SyncedRecordOutboundMixin
 from sync.models import OpportunityStageInfo, SyncedRecord, SyncRun
-
-if importlib.util.find_spec("sync.admin_outbound"):
-    # The outbound push adds stage changes that push, retries and outbound columns.
-    _OutboundMixin = importlib.import_module("sync.admin_outbound").SyncedRecordOutboundMixin
-else:  # pragma: no cover - only while the outbound admin does not exist yet
-
-    class _OutboundMixin:
-        actions: list[str] = []
-
 
 # Everything Salesforce owns: read-only here, the next sync would overwrite an edit anyway.
 SALESFORCE_FIELDS = (
@@ -65,7 +55,7 @@ class UnmappedFilter(admin.SimpleListFilter):
 
 
 @admin.register(SyncedRecord)
-class SyncedRecordAdmin(_OutboundMixin, admin.ModelAdmin):
+class SyncedRecordAdmin(SyncedRecordOutboundMixin, admin.ModelAdmin):
     list_display = [
         "sf_id",
         "object_name",
@@ -230,5 +220,5 @@ class OpportunityStageInfoAdmin(admin.ModelAdmin):
         return False
 
 
-if importlib.util.find_spec("sync.admin_outbound"):
-    importlib.import_module("sync.admin_outbound")
+# Registers the connection admin with sync's buttons and the health view.
+from sync import admin_connections  # noqa: E402,F401

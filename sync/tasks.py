@@ -66,3 +66,7 @@ def schedule_delta_all() -> int:
 
 def schedule_push_all() -> int:
     return _fan_out("sync.tasks.task_push")
+
+
+def enqueue_inbound(connection_id: int, *, full: bool = False, trigger: str = "admin") -> str:
+    return async_task("sync.tasks.task_delta", connection_id, trigger, full, group="inbound")

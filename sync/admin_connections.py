@@ -1,0 +1,124 @@
+"""The connection admin as sync sees it: refresh, sync, push buttons and the health view."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, Subquery
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import require_POST
+
+from connections.admin import ConnectionAdmin
+from connections.models import Connection
+from sync.admin_outbound import ConnectionOutboundMixin
+from sync.health import connections_health
+from sync.models import SyncRun
+from sync.services.refresh import sync_run_refresh
+from sync.tasks import enqueue_inbound
+
+REFRESHED = (
+    "Picklist values of {name} refreshed: {created} new, {updated} changed, {deleted} removed."
+)
+REFRESH_NOT_OK = "Picklist refresh of {name} ended “{status}”: {error}"
+SYNC_QUEUED = "{kind} queued for {names}; its progress shows under Sync runs."
+
+
+class ConnectionSyncAdmin(ConnectionOutboundMixin, ConnectionAdmin):
+    change_form_template = "admin/sync/connection/change_form.html"
+    change_list_template = "admin/sync/connection/change_list.html"
+    list_display = [*ConnectionAdmin.list_display, "last_sync", "pending_count", "failed_count"]
+    actions = [*ConnectionAdmin.actions, "refresh_now", "sync_now", "push_now"]
+
+    def get_queryset(self, request):
+        latest = SyncRun.objects.filter(
+            connection=OuterRef("pk"), kind__in=[SyncRun.Kind.DELTA, SyncRun.Kind.FULL]
+        ).exclude(status=SyncRun.Status.SKIPPED_LOCKED).order_by("-started_at", "-id")
+        return super().get_queryset(request).annotate(
+            last_sync_at=Subquery(latest.values("started_at")[:1]),
+            last_sync_status=Subquery(latest.values("status")[:1]),
+        )
+
+    @admin.display(description="Last sync", ordering="last_sync_at")
+    def last_sync(self, obj) -> str:
+        if not getattr(obj, "last_sync_at", None):
+            return "never"
+        status = SyncRun.Status(obj.last_sync_status).label
+        return f"{obj.last_sync_at:%Y-%m-%d %H:%M} · {status}"
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        view = self.admin_site.admin_view
+        return [
+            path("health/", view(self.health_view), name="{}_{}_health".format(*info)),
+            path("<path:object_id>/refresh/", view(self.refresh_view),
+                 name="{}_{}_refresh".format(*info)),
+            path("<path:object_id>/sync/", view(self.sync_view), name="{}_{}_sync".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}),
+                         "has_run_sync_permission": self.has_run_sync_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _refresh(self, request, connection: Connection) -> None:
+        run = sync_run_refresh(connection=connection, trigger="admin", acting_user=request.user)
+        if run.status == SyncRun.Status.OK:
+            self.message_user(request, REFRESHED.format(
+                name=connection.name, created=run.created, updated=run.updated,
+                deleted=run.deleted,
+            ), messages.SUCCESS)
+        else:
+            self.message_user(request, REFRESH_NOT_OK.format(
+                name=connection.name, status=run.get_status_display(), error=run.error or "-",
+            ), messages.WARNING)
+
+    @admin.action(description="Refresh picklist values now", permissions=["run_sync"])
+    def refresh_now(self, request, queryset):
+        for connection in queryset:
+            self._refresh(request, connection)
+
+    @admin.action(description="Sync now (delta)", permissions=["run_sync"])
+    def sync_now(self, request, queryset):
+        names = []
+        for connection in queryset:
+            enqueue_inbound(connection.pk)
+            names.append(connection.name)
+        self.message_user(request, SYNC_QUEUED.format(kind="Delta sync", names=", ".join(names)))
+
+    @method_decorator(require_POST)
+    def refresh_view(self, request, object_id):
+        if not self.has_run_sync_permission(request):
+            raise PermissionDenied
+        connection = get_object_or_404(Connection, pk=object_id)
+        self._refresh(request, connection)
+        return redirect(reverse("admin:connections_connection_change", args=[connection.pk]))
+
+    @method_decorator(require_POST)
+    def sync_view(self, request, object_id):
+        if not self.has_run_sync_permission(request):
+            raise PermissionDenied
+        connection = get_object_or_404(Connection, pk=object_id)
+        full = request.POST.get("full") == "1"
+        enqueue_inbound(connection.pk, full=full)
+        kind = "Full resync" if full else "Delta sync"
+        self.message_user(request, SYNC_QUEUED.format(kind=kind, names=connection.name))
+        return redirect(reverse("admin:connections_connection_change", args=[connection.pk]))
+
+    def health_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        rows = connections_health()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Health",
+            "opts": self.model._meta,
+            "rows": rows,
+            "problem_count": sum(len(row.problems) for row in rows),
+        }
+        return TemplateResponse(request, "admin/sync/health.html", context)
+
+
+admin.site.unregister(Connection)
+admin.site.register(Connection, ConnectionSyncAdmin)
