@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import Exists, Min, OuterRef
+from django.db.models import Exists, Min, OuterRef, TextField
+from django.db.models.functions import Cast
 from django.dispatch import receiver
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime as parse_db_datetime
 
 from connections.models import Connection
 from connections.salesforce import (
@@ -59,29 +63,29 @@ BACKOFF_CAP_MINUTES = 60
 MAX_TRANSIENT_ATTEMPTS = 12
 
 _MISSING = object()
-# What a push reads of a record (fewer columns: far less conversion work per row).
-LOADED_FIELDS = (
-    "connection_id",
-    "object_name",
+# What a push reads of a record: plain tuples of these columns, no model instances.
+ROW_FIELDS = (
+    "pk",
     "sf_id",
-    "raw_value",
-    "picklist_value_id",
     "stage_id",
-    "stage_source",
     "stage_changed_at",
     "is_converted",
     "is_deleted",
     "record_type_id",
     "system_modstamp",
     "field_values",
-    "outbound_state",
     "last_pushed_values",
-    "last_pushed_at",
 )
-ALWAYS_SAVED = ("outbound_state", "updated_at")
-REREAD_FIELDS = ("system_modstamp", "is_converted", "field_values")
-WRITTEN_FIELDS = ("field_values", "last_pushed_values", "last_pushed_at")
-ADOPTED_FIELDS = ("stage", "stage_source", "raw_value", "picklist_value")
+# Read as the database's text: JSON decoded once per distinct text (a batch's records mostly
+# share their values), timestamps kept as stored (compared as stored, parsed only if needed).
+AS_TEXT = ("stage_changed_at", "system_modstamp", "field_values", "last_pushed_values")
+# Rows per UPDATE ... WHERE id IN (...), well below every backend's parameter limit.
+UPDATE_CHUNK = 500
+# The lease lasts minutes: renewing it (and saving progress) once a second is plenty, and
+# against a fast org saves two UPDATEs per batch.
+RENEW_EVERY_SECONDS = 1.0
+# Due records loaded per query (then pushed 200 at a time): fewer scans of the pending set.
+LOAD_PAGE_SIZE = 5 * COLLECTION_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -114,15 +118,26 @@ class _Failure:
     transient: bool = False
 
 
+class _Row:
+    """One due record as a push sees it (a loaded tuple, plus what the push learns)."""
+
+    __slots__ = (*ROW_FIELDS, "has_open_errors")
+
+    def __init__(self, values: tuple) -> None:
+        for name, value in zip(self.__slots__, values, strict=True):
+            setattr(self, name, value)
+
+
 @dataclass
 class _Outcome:
-    record: SyncedRecord
+    record: _Row
     writes: dict[str, str | None] = field(default_factory=dict)
     old: dict[str, str | None] = field(default_factory=dict)
     failures: list[_Failure] = field(default_factory=list)
     adopted: bool = False  # Salesforce won a conflict on the stage-deciding field
     reread: bool = False  # Salesforce's current row was read in this run
     conflicts: int = 0
+    adopted_values: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -227,20 +242,34 @@ class _ObjectPush:
         self.read_fields = ["Id", "SystemModstamp", *self.by_field]
         if object_name == "Lead":
             self.read_fields.append("IsConverted")
+        self._desired: dict[tuple, tuple] = {}
 
-    def desired(self, record: SyncedRecord, fm: FieldMapping):
+    def desired_fields(self, stage_id: int | None, record_type_id: str) -> tuple:
+        """((mapping, value or _MISSING, failure or None), ...) for a stage and record type.
+
+        The answer depends on nothing else, and a push moves most records to few stages.
+        """
+        key = (stage_id, record_type_id)
+        found = self._desired.get(key)
+        if found is None:
+            found = self._desired[key] = tuple(
+                (fm, *self.desired(stage_id, record_type_id, fm)) for fm in self.mappings
+            )
+        return found
+
+    def desired(self, stage_id: int | None, record_type_id: str, fm: FieldMapping):
         """(value to write or _MISSING to write nothing, failure or None) for one field."""
         where = {"object": self.object_name, "field": fm.field_name}
         if fm.broken_reason:
             return _MISSING, _Failure(
                 fm.pk, CODE_MAPPING_BROKEN, MAPPING_BROKEN.format(**where, reason=fm.broken_reason)
             )
-        if record.stage_id is None:
+        if stage_id is None:
             if fm.skip_empty_outbound:
                 return _MISSING, None
             return (fm.external_placeholder_value or None), None
-        stage = self.stage_names.get(record.stage_id, str(record.stage_id))
-        value = self.values.get((fm.pk, record.stage_id))
+        stage = self.stage_names.get(stage_id, str(stage_id))
+        value = self.values.get((fm.pk, stage_id))
         if value is None:
             if fm.external_placeholder_value:
                 return fm.external_placeholder_value, None
@@ -255,19 +284,17 @@ class _ObjectPush:
             )
         if (
             value.record_type_ids
-            and record.record_type_id
-            and not _same_record_type(record.record_type_id, value.record_type_ids)
+            and record_type_id
+            and not _same_record_type(record_type_id, value.record_type_ids)
         ):
             return _MISSING, _Failure(
                 fm.pk,
                 CODE_RECORD_TYPE_VALUE,
-                RECORD_TYPE_VALUE.format(
-                    **where, value=value.value, record_type=record.record_type_id
-                ),
+                RECORD_TYPE_VALUE.format(**where, value=value.value, record_type=record_type_id),
             )
         return value.value, None
 
-    def plan(self, record: SyncedRecord, current: dict | None) -> _Outcome:
+    def plan(self, record: _Row, current: dict | None) -> _Outcome:
         """Decide what to write for one record; `current` is its Salesforce row when re-read."""
         outcome = _Outcome(record=record, reread=current is not None)
         if current is not None:
@@ -281,14 +308,13 @@ class _ObjectPush:
                 _Failure(None, CODE_CONVERTED_LEAD, CONVERTED_LEAD.format(sf_id=record.sf_id))
             )
             return outcome
-        last_read = record.field_values or {}
+        last_read = dict(record.field_values or {})  # the loaded dict is shared between records
         last_pushed = record.last_pushed_values or {}
-        for fm in self.mappings:
+        for fm, new, failure in self.desired_fields(record.stage_id, record.record_type_id):
             name = fm.field_name
-            new, failure = self.desired(record, fm)
             if failure is not None:
-                failure.fields = failure.fields or [name]
-                outcome.failures.append(failure)
+                # The cached failure is shared: each record gets its own copy.
+                outcome.failures.append(replace(failure, fields=[name], errors=[]))
             if new is _MISSING:
                 continue
             sf_value = current.get(name) if current is not None else last_read.get(name, _MISSING)
@@ -317,54 +343,119 @@ class _ObjectPush:
             # Taking Salesforce's stage makes our other fields' values moot for this change.
             sf_value = last_read[self.inbound.field_name]
             pv_id, stage_id = self.inbound_values.get(sf_value, (None, None))
-            record.raw_value = sf_value or ""
-            record.picklist_value_id = pv_id
-            record.stage_id = stage_id
-            record.stage_source = SyncedRecord.StageSource.SALESFORCE
+            outcome.adopted_values = {
+                "raw_value": sf_value or "",
+                "picklist_value_id": pv_id,
+                "stage_id": stage_id,
+                "stage_source": SyncedRecord.StageSource.SALESFORCE,
+            }
             outcome.writes.clear()
             outcome.old.clear()
             outcome.failures = [f for f in outcome.failures if f.code == CODE_CONVERTED_LEAD]
         return outcome
 
     @staticmethod
-    def _salesforce_wins(fm: FieldMapping, record: SyncedRecord, current: dict) -> bool:
+    def _salesforce_wins(fm: FieldMapping, record: _Row, current: dict) -> bool:
         policy = fm.conflict_policy
         if policy == FieldMapping.ConflictPolicy.STAGEMAP_WINS:
             return False
         if policy == FieldMapping.ConflictPolicy.LATEST_WINS:
             their_change = parse_datetime(current.get("SystemModstamp"))
-            ours = record.stage_changed_at
+            ours = _stored_datetime(record.stage_changed_at)
             return ours is None or (their_change is not None and their_change > ours)
         return True
 
 
-def _update_grouped(records: list[SyncedRecord], fields: list[str]) -> None:
-    """Save `fields` of many records with one UPDATE per distinct set of values.
+def _stored_datetime(text: str | None) -> datetime | None:
+    """A timestamp column read as text (naive text is UTC, as Django stores it on SQLite)."""
+    if text is None:
+        return None
+    value = parse_db_datetime(text)
+    if value is not None and timezone.is_naive(value):
+        value = value.replace(tzinfo=UTC)
+    return value
 
-    A push gives most records of a batch the same values (same stage, same written values), so
-    this is a handful of plain UPDATEs, far cheaper than bulk_update's CASE per row and field.
+
+def _group_key(value):
+    """A hashable stand-in for a column value, equal for equal values."""
+    if isinstance(value, dict):
+        try:
+            key = tuple(sorted(value.items()))
+            hash(key)
+            return key
+        except TypeError:
+            return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def _update_ids(values: dict[str, object], pks: list[int], *, stage_changed_at=_MISSING) -> int:
+    """UPDATE synced records SET `values` WHERE id IN `pks`; how many rows changed.
+
+    With `stage_changed_at` (as loaded: the column's text), only rows whose stage has not moved
+    since (a compare-and-set); with `stage_changed_at=(text,)`, only rows whose stage has moved.
+    Plain SQL with values prepared by the model's own fields: the queryset costs more to build
+    than to run here.
     """
-    attnames = [SyncedRecord._meta.get_field(name).attname for name in fields]
-    groups: dict[tuple, tuple[dict, list[int]]] = {}
-    for record in records:
-        values = {name: getattr(record, name) for name in attnames}
-        key = tuple(
-            json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
-            for value in values.values()
+    meta = SyncedRecord._meta
+    quote = db_connection.ops.quote_name
+    columns, params = [], []
+    for name, value in values.items():
+        model_field = meta.get_field(name)
+        columns.append(f"{quote(model_field.column)} = %s")
+        params.append(model_field.get_db_prep_save(value, db_connection))
+    where, where_params = "", []
+    if stage_changed_at is not _MISSING:
+        column = quote(meta.get_field("stage_changed_at").column)
+        moved = isinstance(stage_changed_at, tuple)
+        value = stage_changed_at[0] if moved else stage_changed_at
+        if value is None:
+            where = f" AND {column} IS {'NOT ' if moved else ''}NULL"
+        else:
+            text = f"CAST({column} AS text)"
+            where = f" AND ({column} IS NULL OR {text} <> %s)" if moved else f" AND {text} = %s"
+            where_params = [value]
+    sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(columns)} WHERE {quote(meta.pk.column)} IN"
+    count = 0
+    with db_connection.cursor() as cursor:
+        for start in range(0, len(pks), UPDATE_CHUNK):
+            chunk = pks[start : start + UPDATE_CHUNK]
+            placeholders = ", ".join(["%s"] * len(chunk))
+            cursor.execute(f"{sql} ({placeholders}){where}", [*params, *chunk, *where_params])
+            count += cursor.rowcount
+    return count
+
+
+def _iter_due(records, *, size: int) -> Iterator[list[_Row]]:
+    """Batches of `size` due records, loaded in keyset pages by id: never the whole set."""
+    open_errors = RecordError.objects.filter(record=OuterRef("pk"), resolved=False)
+    rows = (
+        records.annotate(
+            has_open_errors=Exists(open_errors),
+            **{f"{name}_text": Cast(name, TextField()) for name in AS_TEXT},
         )
-        groups.setdefault(key, (values, []))[1].append(record.pk)
-    for values, pks in groups.values():
-        SyncedRecord.objects.filter(pk__in=pks).update(**values)
-
-
-def _iter_due(records, *, size: int) -> Iterator[list[SyncedRecord]]:
-    """Keyset pages of due records by id: never the whole set in memory."""
+        .order_by("pk")
+        .values_list(
+            *(f"{name}_text" if name in AS_TEXT else name for name in ROW_FIELDS),
+            "has_open_errors",
+        )
+    )
+    json_columns = [ROW_FIELDS.index("field_values"), ROW_FIELDS.index("last_pushed_values")]
     last_id = 0
     while True:
-        page = list(records.filter(pk__gt=last_id).order_by("pk").only(*LOADED_FIELDS)[:size])
+        page = []
+        decoded: dict[str | None, dict] = {None: {}}
+        for values in rows.filter(pk__gt=last_id)[:LOAD_PAGE_SIZE]:
+            values = list(values)
+            for index in json_columns:
+                text = values[index]
+                if text not in decoded:
+                    decoded[text] = json.loads(text)
+                values[index] = decoded[text]
+            page.append(_Row(values))
         if not page:
             return
-        yield page
+        for start in range(0, len(page), size):
+            yield page[start : start + size]
         last_id = page[-1].pk
 
 
@@ -408,7 +499,7 @@ class _CurrentValues:
                 rows[row["Id"][:15]] = row
         self.rows = rows
 
-    def for_batch(self, records: list[SyncedRecord]) -> dict[str, dict]:
+    def for_batch(self, records: list[_Row]) -> dict[str, dict]:
         """{15-char id: row} for rows changed since their last read; re-reads when needed."""
         if self.rows is not None:
             unknown = [r.sf_id for r in records if r.system_modstamp is None]
@@ -439,6 +530,14 @@ class _Pusher:
         self.client = None
         self.plan: list[PlannedWrite] = []
         self.details = {"conflicts": 0, "unchanged": 0, "adopted": 0, "retried": 0}
+        self.renewed_at: float | None = None
+
+    def _renew(self) -> None:
+        """Renew the lease and save progress, at most once every RENEW_EVERY_SECONDS."""
+        clock = time.monotonic()
+        if self.renewed_at is None or clock - self.renewed_at >= RENEW_EVERY_SECONDS:
+            self.lease.renew()
+            self.renewed_at = clock
 
     def _client(self):
         if self.client is None:
@@ -459,7 +558,7 @@ class _Pusher:
             for records in _iter_due(due_part, size=COLLECTION_BATCH_SIZE):
                 written.update(self._push_batch(push, current, records))
                 if self.dry_run:
-                    self.lease.renew()
+                    self._renew()
         if written and not self.dry_run and current.since is not None:
             self._remember_modstamps(push, written, since=current.since)
 
@@ -534,109 +633,102 @@ class _Pusher:
             outcome.writes = {}
 
     def _save(self, push: _ObjectPush, outcomes: list[_Outcome], sendable) -> dict[str, int]:
-        """Commit one batch: record states, errors opened, updated and resolved."""
+        """Commit one batch: record states in one UPDATE per distinct set of values, errors
+        opened, updated and resolved (looked up only for records that have open ones)."""
         now = self.now
-        ids = [o.record.pk for o in outcomes]
         written: dict[str, int] = {}
         lost = None
         stamp = timezone.now()
+        inbound_field = push.inbound.field_name if push.inbound is not None else None
         with transaction.atomic():
-            # A stage changed again while we pushed stays pending for the next run.
-            changed_at = dict(
-                SyncedRecord.objects.select_for_update()
-                .filter(pk__in=ids)
-                .values_list("pk", "stage_changed_at")
-            )
-            open_errors = {
-                (e.record_id, e.field_mapping_id): e
-                for e in RecordError.objects.filter(record_id__in=ids, resolved=False)
-            }
+            open_errors: dict[int, dict[int | None, RecordError]] = {}
+            flagged = [o.record.pk for o in outcomes if o.record.has_open_errors]
+            if flagged:
+                for error in RecordError.objects.filter(record_id__in=flagged, resolved=False):
+                    open_errors.setdefault(error.record_id, {})[error.field_mapping_id] = error
             to_create, to_update, to_resolve = [], [], []
-            records = []
+            groups: dict[tuple, tuple[dict, dict, object, list[int]]] = {}
             for outcome in outcomes:
                 record = outcome.record
-                if record.pk not in changed_at:
-                    continue
-                moved_meanwhile = changed_at[record.pk] != record.stage_changed_at
-                keys = set()
+                errors = open_errors.get(record.pk, {})
+                failed = set()
                 for failure in outcome.failures:
-                    key = (record.pk, failure.field_mapping_id)
-                    keys.add(key)
+                    failed.add(failure.field_mapping_id)
                     self._record_failure(
-                        failure, open_errors.get(key), record, to_create, to_update
+                        failure, errors.get(failure.field_mapping_id), record, to_create, to_update
                     )
-                to_resolve += [
-                    e.pk
-                    for key, e in open_errors.items()
-                    if key[0] == record.pk and key not in keys
-                ]
+                to_resolve += [e.pk for key, e in errors.items() if key not in failed]
+                values: dict[str, object] = {"updated_at": stamp}
+                if outcome.reread:
+                    values["system_modstamp"] = record.system_modstamp
+                    values["is_converted"] = record.is_converted
+                    values["field_values"] = record.field_values
                 if outcome.writes:
                     written[record.sf_id[:15]] = record.pk
-                    record.last_pushed_values = {
+                    values["field_values"] = {**(record.field_values or {}), **outcome.writes}
+                    values["last_pushed_values"] = {
                         **(record.last_pushed_values or {}),
                         **outcome.writes,
                     }
-                    record.field_values = {**(record.field_values or {}), **outcome.writes}
-                    record.last_pushed_at = now
-                    if push.inbound is not None and push.inbound.field_name in outcome.writes:
+                    values["last_pushed_at"] = now
+                    if inbound_field in outcome.writes:
                         # The value we wrote maps back to the same stage: keep the raw side true.
-                        raw = outcome.writes[push.inbound.field_name] or ""
-                        record.raw_value = raw
-                        record.picklist_value_id = push.inbound_values.get(raw, (None, None))[0]
+                        raw = outcome.writes[inbound_field] or ""
+                        values["raw_value"] = raw
+                        values["picklist_value_id"] = push.inbound_values.get(raw, (None, None))[0]
                     self.run.pushed += 1
                 if outcome.failures:
                     self.run.failed += 1
-                if moved_meanwhile:
-                    record.outbound_state = SyncedRecord.OutboundState.PENDING
-                    outcome.adopted = False
-                else:
-                    record.outbound_state = (
-                        SyncedRecord.OutboundState.FAILED
-                        if outcome.failures
-                        else SyncedRecord.OutboundState.CLEAN
-                    )
-                record.updated_at = stamp
-                records.append(record)
-            groups: dict[tuple[str, ...], list[SyncedRecord]] = {}
-            saved = {record.pk for record in records}
-            for outcome in outcomes:
-                if outcome.record.pk not in saved:
-                    continue
-                fields = set(ALWAYS_SAVED)
-                if outcome.reread:
-                    fields.update(REREAD_FIELDS)
-                if outcome.writes:
-                    fields.update(WRITTEN_FIELDS)
-                    if push.inbound is not None and push.inbound.field_name in outcome.writes:
-                        fields.update(("raw_value", "picklist_value"))
-                if outcome.adopted:
-                    fields.update(ADOPTED_FIELDS)
-                groups.setdefault(tuple(sorted(fields)), []).append(outcome.record)
-            for fields, group in groups.items():
-                _update_grouped(group, list(fields))
-            RecordError.objects.bulk_create(to_create)
-            RecordError.objects.bulk_update(
-                to_update,
-                [
-                    "run",
-                    "code",
-                    "message",
-                    "errors",
-                    "fields",
-                    "kind",
-                    "attempts",
-                    "next_retry_at",
-                    "updated_at",
-                ],
-            )
+                # A stage changed again while we pushed stays pending for the next run.
+                moved = {**values, "outbound_state": SyncedRecord.OutboundState.PENDING}
+                values["outbound_state"] = (
+                    SyncedRecord.OutboundState.FAILED
+                    if outcome.failures
+                    else SyncedRecord.OutboundState.CLEAN
+                )
+                values.update(outcome.adopted_values)
+                # Most records of a batch end with the same values (same stage, same writes).
+                key = tuple((name, _group_key(value)) for name, value in values.items())
+                key += (record.stage_changed_at,)
+                groups.setdefault(key, (values, moved, record.stage_changed_at, []))[3].append(
+                    record.pk
+                )
+            for values, moved, changed_at, pks in groups.values():
+                if _update_ids(values, pks, stage_changed_at=changed_at) < len(pks):
+                    _update_ids(moved, pks, stage_changed_at=(changed_at,))
+            if to_create:
+                # Errors only for records still there (a record may vanish while we push).
+                existing = set(
+                    SyncedRecord.objects.filter(
+                        pk__in={e.record_id for e in to_create}
+                    ).values_list("pk", flat=True)
+                )
+                to_create = [e for e in to_create if e.record_id in existing]
+            if to_create:
+                RecordError.objects.bulk_create(to_create)
+            if to_update:
+                RecordError.objects.bulk_update(
+                    to_update,
+                    [
+                        "run",
+                        "code",
+                        "message",
+                        "errors",
+                        "fields",
+                        "kind",
+                        "attempts",
+                        "next_retry_at",
+                        "updated_at",
+                    ],
+                )
             if to_resolve:
                 RecordError.objects.filter(pk__in=to_resolve).update(
                     resolved=True, resolved_at=now, next_retry_at=None, updated_at=timezone.now()
                 )
-            # Lease and run progress in the same commit as the batch; a lost lease still keeps
-            # what this batch wrote, and stops the run after the commit.
+            # Lease and run progress (once a second) in the same commit as the batch; a lost
+            # lease still keeps what this batch wrote, and stops the run after the commit.
             try:
-                self.lease.renew()
+                self._renew()
             except LeaseLost as exc:
                 lost = exc
         if lost is not None:
@@ -663,7 +755,7 @@ class _Pusher:
             return
         to_create.append(
             RecordError(
-                record=record,
+                record_id=record.pk,
                 field_mapping_id=failure.field_mapping_id,
                 run=self.run,
                 code=failure.code,
@@ -692,9 +784,7 @@ class _Pusher:
                     by_stamp.setdefault(row["SystemModstamp"], []).append(pk)
             with transaction.atomic():
                 for stamp, pks in by_stamp.items():
-                    SyncedRecord.objects.filter(pk__in=pks).update(
-                        system_modstamp=parse_datetime(stamp)
-                    )
+                    _update_ids({"system_modstamp": parse_datetime(stamp)}, pks)
             if number >= page_limit:
                 return
 

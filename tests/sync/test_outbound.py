@@ -438,3 +438,44 @@ def test_budget_stop_resumes_without_writing_twice(emulator, org_connection, no_
     for lead in refreshed(leads):
         if lead.outbound_state == CLEAN:
             assert emulator.org.get_record("Lead", lead.sf_id)["Status"] == "Working - Contacted"
+
+
+def test_stage_moved_during_the_call_stays_pending(
+    emulator, org_connection, no_enqueue, monkeypatch
+):
+    from connections.salesforce import SalesforceClient
+    from sync.services.record_stage import record_set_stage
+
+    synced_leads(org_connection)
+    leads = open_leads(org_connection, count=3)
+    move(leads, "contacted")
+    update_records = SalesforceClient.update_records
+
+    def moved_while_writing(self, object_name, records):
+        results = update_records(self, object_name, records)
+        # Someone moves a lead again while the batch is on its way to Salesforce.
+        record_set_stage(
+            records=SyncedRecord.objects.filter(pk=leads[0].pk),
+            stage=Stage.objects.get(key="lost"),
+            acting_user=None,
+        )
+        return results
+
+    monkeypatch.setattr(SalesforceClient, "update_records", moved_while_writing)
+
+    run = sync_run_push(connection=org_connection)
+
+    assert run.pushed == 3
+    moved, *others = refreshed(leads)
+    assert moved.outbound_state == PENDING
+    assert moved.stage.key == "lost"
+    # What was written is remembered, so the next push knows Salesforce's value.
+    assert moved.last_pushed_values["Status"] == STATUS_FOR_STAGE["contacted"]
+    assert all(lead.outbound_state == CLEAN for lead in others)
+
+    monkeypatch.setattr(SalesforceClient, "update_records", update_records)
+    again = sync_run_push(connection=org_connection)
+    assert again.pushed == 1
+    moved.refresh_from_db()
+    assert moved.outbound_state == CLEAN
+    assert emulator.org.get_record("Lead", moved.sf_id)["Status"] == STATUS_FOR_STAGE["lost"]
