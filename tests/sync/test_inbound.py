@@ -493,3 +493,42 @@ def test_api_calls_are_pages_plus_a_small_constant(
     assert pages <= run.api_calls <= pages + 2
     delta = _sync(org_connection)
     assert delta.api_calls <= 3
+
+
+def test_first_full_sync_over_records_stored_without_a_cursor(
+    emulator, org_connection, lead_mapping, small_pages
+):
+    # No cursor, so the run inserts without looking up first; the unique constraint catches
+    # the stored record and the page is written again the careful way.
+    from tests.sync.factories import SyncedRecordFactory
+
+    lead = next(r for r in emulator.org.records("Lead") if r["Status"] == "MQL")
+    SyncedRecordFactory(
+        connection=org_connection, object_name="Lead", sf_id=lead["Id"], raw_value="Old"
+    )
+    run = _sync(org_connection, full=True)
+    assert run.status == SyncRun.Status.OK, run.error
+    live = emulator.org.records("Lead")
+    assert run.created == len(live) - 1
+    assert run.updated == 1
+    assert SyncedRecord.objects.filter(connection=org_connection).count() == len(live)
+    assert_converged(emulator, org_connection)
+
+
+def test_first_sync_stores_text_that_needs_escaping(emulator, org_connection, lead_mapping):
+    odd_status = 'Say "hi" \\ to\tÜ'
+    emulator.org.add_picklist_value("Lead", "Status", odd_status)
+    leads = [r for r in emulator.org.records("Lead") if not r["IsConverted"]]
+    company = "Tab\there, new\nline, CR\rand \\N back\\slash"
+    emulator.org.update_record("Lead", leads[0]["Id"], {"Company": company})
+    emulator.org.update_record("Lead", leads[1]["Id"], {"Status": odd_status, "LastName": "\\N"})
+    run = _sync(org_connection)
+    assert run.status == SyncRun.Status.OK, run.error
+    first = SyncedRecord.objects.get(sf_id=leads[0]["Id"])
+    assert first.company == company
+    second = SyncedRecord.objects.get(sf_id=leads[1]["Id"])
+    assert second.raw_value == odd_status
+    assert second.field_values == {"Status": odd_status}
+    assert second.name.endswith("\\N")
+    assert second.stage is None
+    assert run.details["unmapped_values"] == {odd_status: 1}
