@@ -17,10 +17,17 @@ class SyncedRecord(models.Model):
         PENDING = "pending", "Pending push"
         FAILED = "failed", "Push failed"
 
-    # No index of its own: the unique (connection, object_name, sf_id) constraint leads with it,
-    # and every index costs time on each of the 100,000s of rows a full sync inserts.
+    # A table of 100,000s of rows per org, written in bulk. Its foreign keys are kept by Django
+    # (CASCADE, SET_NULL, PROTECT run in the ORM, the only writer), not by the database: a
+    # database check per row locks the one connection or stage row it points at ("FOR KEY
+    # SHARE"), which cost more than the insert itself in a full sync and three times the
+    # UPDATE in a re-apply. No index of its own: the unique constraint leads with it.
     connection = models.ForeignKey(
-        Connection, on_delete=models.CASCADE, related_name="records", db_index=False
+        Connection,
+        on_delete=models.CASCADE,
+        related_name="records",
+        db_index=False,
+        db_constraint=False,
     )
     object_name = models.CharField(max_length=100)
     sf_id = models.CharField("Salesforce id", max_length=18)
@@ -28,10 +35,23 @@ class SyncedRecord(models.Model):
     raw_value = models.CharField(max_length=255, blank=True, default="")
     # The value the record holds, so a mapping change re-applies in one set-based UPDATE.
     picklist_value = models.ForeignKey(
-        PicklistValue, null=True, blank=True, on_delete=models.SET_NULL, related_name="records"
+        PicklistValue,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="records",
+        db_constraint=False,
     )
+    # Not indexed: a re-apply then changes no indexed column, so on PostgreSQL (with the
+    # table's free space, see migration 0003) its UPDATE rewrites no index entry at all.
     stage = models.ForeignKey(
-        Stage, null=True, blank=True, on_delete=models.PROTECT, related_name="records"
+        Stage,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="records",
+        db_index=False,
+        db_constraint=False,
     )
     stage_source = models.CharField(
         max_length=20, choices=StageSource.choices, default=StageSource.SALESFORCE
