@@ -7,6 +7,7 @@ from django.utils.html import format_html
 
 from sync.admin_outbound import SyncedRecordOutboundMixin
 from sync.models import OpportunityStageInfo, SyncedRecord, SyncRun
+from sync.services.runs import COUNTER_FIELDS
 
 # Everything Salesforce owns: read-only here, the next sync would overwrite an edit anyway.
 SALESFORCE_FIELDS = (
@@ -163,15 +164,7 @@ class SyncRunAdmin(admin.ModelAdmin):
         "object_name",
         "status",
         "dry_run",
-        "fetched",
-        "created",
-        "updated",
-        "unchanged",
-        "unmapped",
-        "deleted",
-        "pushed",
-        "failed",
-        "api_calls",
+        *COUNTER_FIELDS,
         "started_at",
         "finished_at",
         "duration_seconds",

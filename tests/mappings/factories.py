@@ -3,17 +3,12 @@
 import factory
 from django.utils import timezone
 
-from connections.models import Connection
 from mappings.models import FieldMapping, PicklistValue, Stage
+from tests.connections.factories import ConnectionFactory as BaseConnectionFactory
 
 
-class ConnectionFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Connection
-        django_get_or_create = ("name",)
-
+class ConnectionFactory(BaseConnectionFactory):
     name = factory.Sequence(lambda n: f"Mapping org {n}")
-    auth_method = Connection.AuthMethod.CLIENT_CREDENTIALS
 
 
 class StageFactory(factory.django.DjangoModelFactory):

@@ -7,8 +7,14 @@ import pytest
 
 from connections import crypto
 from connections.models import Connection
-from mappings.models import FieldMapping, PicklistValue, Stage
+from mappings.models import FieldMapping, Stage
 from sync.models import SyncedRecord
+from tests.connections.factories import ConnectionFactory as BaseConnectionFactory
+from tests.mappings.factories import (  # noqa: F401 (re-exported for the sync tests)
+    FieldMappingFactory,
+    PicklistValueFactory,
+    stage,
+)
 
 # Lead.Status values of the emulator's demo seed and the seeded stage each maps to.
 LEAD_STATUS_STAGES = {
@@ -26,35 +32,9 @@ LEAD_STATUS_STAGES = {
 }
 
 
-class ConnectionFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Connection
-        django_get_or_create = ("name",)
-
-    name = factory.Sequence(lambda n: f"Org {n}")
-    auth_method = Connection.AuthMethod.CLIENT_CREDENTIALS
+class ConnectionFactory(BaseConnectionFactory):
     consumer_key = "key"
     status = Connection.Status.OK
-
-
-class FieldMappingFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = FieldMapping
-        django_get_or_create = ("connection", "object_name", "field_name")
-
-    connection = factory.SubFactory(ConnectionFactory)
-    object_name = "Lead"
-    field_name = "Status"
-    direction = FieldMapping.Direction.BOTH
-
-
-class PicklistValueFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = PicklistValue
-
-    field_mapping = factory.SubFactory(FieldMappingFactory)
-    value = factory.Sequence(lambda n: f"Value {n}")
-    label = factory.LazyAttribute(lambda o: o.value)
 
 
 class SyncedRecordFactory(factory.django.DjangoModelFactory):
@@ -65,10 +45,6 @@ class SyncedRecordFactory(factory.django.DjangoModelFactory):
     object_name = "Lead"
     sf_id = factory.Sequence(lambda n: f"00Q{n:015d}")
     raw_value = ""
-
-
-def stage(key: str) -> Stage:
-    return Stage.objects.get(key=key)
 
 
 def lead_status_mapping(
