@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -587,6 +588,7 @@ class SalesforceClient:
         self._usage: ApiUsage | None = None
         self._usage_at: datetime | None = connection.api_usage_at
         self._usage_dirty = False
+        self._usage_saved_by_caller = False
         if connection.api_usage_max:
             self._usage = ApiUsage(used=connection.api_usage_used or 0,
                                    max=connection.api_usage_max)
@@ -673,7 +675,20 @@ class SalesforceClient:
             self._usage_at = timezone.now()
             self._usage_dirty = True
 
-    def _flush_usage(self) -> None:
+    @contextmanager
+    def usage_saved_by_caller(self):
+        """While open, requests leave the API usage they see unsaved; the caller saves it with
+        `save_usage()` inside its own transactions (calls made from a worker thread would
+        otherwise write it from there and wait for the caller's open transaction)."""
+        self._usage_saved_by_caller = True
+        try:
+            yield self
+        finally:
+            self._usage_saved_by_caller = False
+            self.save_usage()
+
+    def save_usage(self) -> None:
+        """Store the last API usage Salesforce reported on the connection, if it changed."""
         if self._usage_dirty and self._usage is not None:
             self._usage_dirty = False
             self._save(
@@ -770,7 +785,8 @@ class SalesforceClient:
                 )
                 _backoff(attempt)
         finally:
-            self._flush_usage()
+            if not self._usage_saved_by_caller:
+                self.save_usage()
 
     def _restful(self, path: str, *, budget: bool = True, **kwargs: Any) -> Any:
         return self._request(lambda sf: sf.restful(path, **kwargs), budget=budget)
@@ -965,7 +981,8 @@ class SalesforceClient:
         maximum = int(daily.get("Max") or 0)
         usage = ApiUsage(used=maximum - int(daily.get("Remaining") or 0), max=maximum)
         self._usage, self._usage_at, self._usage_dirty = usage, timezone.now(), True
-        self._flush_usage()
+        if not self._usage_saved_by_caller:
+            self.save_usage()
         return usage
 
     def lead_statuses(self) -> list[LeadStatusInfo]:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.db import connections as db_connections
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from connections.models import Connection
 from connections.salesforce import (
-    QUERY_PAGE_SIZE,
     SalesforceError,
     client_for,
     parse_datetime,
@@ -28,6 +25,7 @@ from connections.salesforce import (
 from mappings.models import FieldMapping, Stage
 from sync.models import SyncCursor, SyncedRecord, SyncRun
 from sync.services.opportunities import opportunity_stages_store
+from sync.services.prefetch import prefetched
 from sync.services.runs import RunLease, run_lease
 
 logger = logging.getLogger(__name__)
@@ -96,7 +94,7 @@ def inbound_plans(*, connection: Connection, object_name: str | None = None) -> 
             plan.raw_field = mapping.field_name
     if OPPORTUNITY not in plans and (
         object_name == OPPORTUNITY
-        or (object_name is None and getattr(settings, "STAGEMAP_SYNC_OPPORTUNITIES", True))
+        or (object_name is None and settings.STAGEMAP_SYNC_OPPORTUNITIES)
     ):
         plans[OPPORTUNITY] = ObjectPlan(OPPORTUNITY, inbound=None, raw_field=OPPORTUNITY_FIELD)
     elif OPPORTUNITY in plans and plans[OPPORTUNITY].raw_field is None:
@@ -574,52 +572,6 @@ class PageWriter:
         return counts
 
 
-def _prefetched(pages: Iterator[list[dict]]) -> Iterator[list[dict]]:
-    """Fetch the next page in a thread while the caller writes the current one.
-
-    Network time then overlaps database time. The cursor still advances only after each page
-    is committed, and an error (budget, transient, auth) surfaces after the pages before it.
-    """
-    slot: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                slot.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for page in pages:
-                if not put(("page", page)):
-                    return
-            put(("done", None))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(("error", exc))
-        finally:
-            # The client saves the API usage it saw; that opened a connection in this thread.
-            db_connections.close_all()
-
-    worker = threading.Thread(target=produce, name="sync-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = slot.get()
-            if kind == "page":
-                yield value
-            elif kind == "done":
-                return
-            else:
-                raise value
-    finally:
-        stop.set()
-        worker.join(timeout=settings.STAGEMAP_SALESFORCE_TIMEOUT)
-
-
 def _midnight_utc(day) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
@@ -808,54 +760,57 @@ def _run_object(
         soql += f" WHERE {where}"
     soql += " ORDER BY SystemModstamp, Id"
     run.details.update({"query": soql, "fields": writer.select})
-    page_size = getattr(settings, "STAGEMAP_SYNC_PAGE_SIZE", QUERY_PAGE_SIZE)
+    page_size = settings.STAGEMAP_SYNC_PAGE_SIZE
     pages = client.query(soql, batch_size=page_size)
     # Inside an outer transaction (tests, callers that wrap the run) another thread could not
     # see or wait for our rows, so pages are then read in this thread.
-    if getattr(settings, "STAGEMAP_SYNC_PREFETCH", True) and not (
-        transaction.get_connection().in_atomic_block
-    ):
-        pages = _prefetched(pages)
+    overlap = settings.STAGEMAP_SYNC_PREFETCH and not transaction.get_connection().in_atomic_block
+    if overlap:
+        pages = prefetched(pages)
     db = transaction.get_connection()
     postgres = db.vendor == "postgresql"
     # Nothing was stored for this object before the run and runs hold the lease: every record
     # of a page is new unless it was read earlier in this same run (the unique constraint says).
     optimistic = not had_records and not dry_run
-    for page in pages:
-        if not page:
-            continue
-        prepared = writer.prepare_new(page) if optimistic else None
-        with transaction.atomic():
-            if postgres and not dry_run:
-                # Everything a page writes is re-read from Salesforce if a crash loses the
-                # commit (the cursor lives in the same transaction): no need to wait for the
-                # WAL flush, which costs more than the page's COPY on a slow disk.
-                with db.cursor() as sql:
-                    sql.execute("SET LOCAL synchronous_commit TO OFF")
-            counts = None
-            if prepared is not None:
-                try:
-                    with transaction.atomic():
-                        counts = writer.insert_new(prepared)
-                except IntegrityError:
-                    # A record changed while we read came back on a later page: from now on
-                    # (where such records gather) look stored ids up first.
-                    optimistic = False
-            if counts is None:
-                counts = writer.apply(page, dry_run=dry_run)
-            if not dry_run:
-                last = page[-1]
-                SyncCursor.objects.filter(pk=cursor.pk).update(
-                    last_modstamp=writer._modstamp(last["SystemModstamp"]),
-                    last_id=last["Id"],
-                    updated_at=timezone.now(),
-                )
-            for name, value in counts.items():
-                setattr(run, name, getattr(run, name) + value)
-            # In the page's transaction: one commit per page instead of three.
-            lease.renew()
-        if progress:
-            progress(object_name=plan.object_name, fetched=run.fetched, run=run)
+    # The reading thread leaves the API usage it sees to this one: saved in the page's commit.
+    with client.usage_saved_by_caller() if overlap else nullcontext():
+        for page in pages:
+            if not page:
+                continue
+            prepared = writer.prepare_new(page) if optimistic else None
+            with transaction.atomic():
+                if postgres and not dry_run:
+                    # Everything a page writes is re-read from Salesforce if a crash loses the
+                    # commit (the cursor lives in the same transaction): no need to wait for the
+                    # WAL flush, which costs more than the page's COPY on a slow disk.
+                    with db.cursor() as sql:
+                        sql.execute("SET LOCAL synchronous_commit TO OFF")
+                counts = None
+                if prepared is not None:
+                    try:
+                        with transaction.atomic():
+                            counts = writer.insert_new(prepared)
+                    except IntegrityError:
+                        # A record changed while we read came back on a later page: from now on
+                        # (where such records gather) look stored ids up first.
+                        optimistic = False
+                if counts is None:
+                    counts = writer.apply(page, dry_run=dry_run)
+                if not dry_run:
+                    last = page[-1]
+                    SyncCursor.objects.filter(pk=cursor.pk).update(
+                        last_modstamp=writer._modstamp(last["SystemModstamp"]),
+                        last_id=last["Id"],
+                        updated_at=timezone.now(),
+                    )
+                for name, value in counts.items():
+                    setattr(run, name, getattr(run, name) + value)
+                # In the page's transaction: one commit per page instead of three.
+                if overlap:
+                    client.save_usage()
+                lease.renew()
+            if progress:
+                progress(object_name=plan.object_name, fetched=run.fetched, run=run)
     if dry_run:
         return
     cursor.refresh_from_db()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection as db_connection
+from django.db import connections as db_connections
 from django.db import transaction
 from django.db.models import Exists, Min, OuterRef, TextField
 from django.db.models.functions import Cast
@@ -33,6 +37,7 @@ from connections.salesforce import (
 from mappings.models import FieldMapping, PicklistValue, Stage
 from mappings.signals import mappings_changed
 from sync.models import RecordError, SyncCursor, SyncedRecord, SyncRun
+from sync.services.prefetch import prefetched
 from sync.services.runs import LeaseLost, run_lease
 
 logger = logging.getLogger(__name__)
@@ -459,6 +464,10 @@ def _iter_due(records, *, size: int) -> Iterator[list[_Row]]:
         last_id = page[-1].pk
 
 
+def _payload(sendable: list[_Outcome]) -> list[dict]:
+    return [{"Id": o.record.sf_id, **o.writes} for o in sendable]
+
+
 def _soql_ids(ids) -> str:
     return ", ".join(soql_quote(sf_id) for sf_id in ids)
 
@@ -499,8 +508,11 @@ class _CurrentValues:
                 rows[row["Id"][:15]] = row
         self.rows = rows
 
-    def for_batch(self, records: list[_Row]) -> dict[str, dict]:
-        """{15-char id: row} for rows changed since their last read; re-reads when needed."""
+    def for_batch(
+        self, records: list[_Row], *, before_read: Callable[[], None] | None = None
+    ) -> dict[str, dict]:
+        """{15-char id: row} for rows changed since their last read; re-reads when needed
+        (calling `before_read` first)."""
         if self.rows is not None:
             unknown = [r.sf_id for r in records if r.system_modstamp is None]
             found = {
@@ -510,6 +522,8 @@ class _CurrentValues:
             unknown = [r.sf_id for r in records]
             found = {}
         if unknown:
+            if before_read is not None:
+                before_read()
             soql = (
                 f"SELECT {', '.join(self.push.read_fields)} FROM {self.push.object_name} "
                 f"WHERE Id IN ({_soql_ids(unknown)})"
@@ -531,6 +545,8 @@ class _Pusher:
         self.plan: list[PlannedWrite] = []
         self.details = {"conflicts": 0, "unchanged": 0, "adopted": 0, "retried": 0}
         self.renewed_at: float | None = None
+        # While calls run in another thread, the API usage they see is saved from this one.
+        self.usage_saved_here = False
 
     def _renew(self) -> None:
         """Renew the lease and save progress, at most once every RENEW_EVERY_SECONDS."""
@@ -544,6 +560,27 @@ class _Pusher:
             self.client = self.lease.attach_client(client_for(self.connection))
         return self.client
 
+    def _overlap(self) -> bool:
+        """Whether Salesforce calls may run in another thread while this one writes."""
+        # Inside an outer transaction (tests, callers that wrap the run) no batch commits on its
+        # own and a write from the other thread (a re-authentication) would wait for ours.
+        return (
+            not self.dry_run
+            and settings.STAGEMAP_PUSH_PIPELINE
+            and not transaction.get_connection().in_atomic_block
+        )
+
+    @contextmanager
+    def _usage_saved_here(self):
+        """Calls made in another thread leave their API usage to this one, which saves it in
+        its batch's transaction: their own UPDATE would wait for that transaction."""
+        with self._client().usage_saved_by_caller():
+            self.usage_saved_here = True
+            try:
+                yield
+            finally:
+                self.usage_saved_here = False
+
     def push_object(self, object_name: str, mappings: list[FieldMapping]) -> None:
         where = {"connection": self.connection, "object_name": object_name}
         due = records_due_for_push(**where, now=self.now)
@@ -554,23 +591,102 @@ class _Pusher:
         current = _CurrentValues(self._client(), push, due, size=size)
         written: dict[str, int] = {}
         # Pending records first, on their own so the partial index serves every page.
-        for due_part in (_pending(**where), _retry_due(**where, now=self.now)):
-            for records in _iter_due(due_part, size=COLLECTION_BATCH_SIZE):
+        batches = (
+            records
+            for due_part in (_pending(**where), _retry_due(**where, now=self.now))
+            for records in _iter_due(due_part, size=COLLECTION_BATCH_SIZE)
+        )
+        if self._overlap():
+            self.details["pipelined"] = True
+            with self._usage_saved_here():
+                written = self._push_pipelined(push, current, batches)
+        else:
+            for records in batches:
                 written.update(self._push_batch(push, current, records))
                 if self.dry_run:
                     self._renew()
         if written and not self.dry_run and current.since is not None:
             self._remember_modstamps(push, written, since=current.since)
 
-    def _push_batch(self, push: _ObjectPush, current: _CurrentValues, records) -> dict[str, int]:
-        rows = current.for_batch(records)
+    def _push_pipelined(
+        self, push: _ObjectPush, current: _CurrentValues, batches: Iterable
+    ) -> dict[str, int]:
+        """Push batches as `_push_batch` does, with each collection call made in a sender thread:
+        while batch k's call is in flight, this thread saves batch k-1 and loads and plans k+1.
+
+        One call at a time, in order; the database work stays in this thread (API usage too,
+        see `_usage_saved_here`), and no transaction is open while it waits for a call. A failed
+        call surfaces here before the next batch is sent, so what follows it stays pending, as
+        without the pipeline.
+        """
+        written: dict[str, int] = {}
+        client = self._client()
+        in_flight: tuple[list[_Outcome], list[_Outcome], Future | None] | None = None
+
+        def land(batch) -> list[RecordUpdateResult]:
+            outcomes, sendable, future = batch
+            if future is None:
+                return []
+            try:
+                return future.result()
+            except TransientError as exc:
+                self._call_failed(push, outcomes, sendable, exc)
+                raise
+
+        def settle() -> None:
+            nonlocal in_flight
+            batch, in_flight = in_flight, None
+            if batch is not None:
+                written.update(self._save_results(push, batch[0], batch[1], land(batch)))
+
+        sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-push")
+        try:
+            for records in batches:
+                # A re-read from Salesforce waits for (and saves) the call in flight first.
+                outcomes, sendable = self._plan_batch(push, current, records, before_read=settle)
+                landed, in_flight = in_flight, None
+                results = land(landed) if landed is not None else []
+                self._count(outcomes)
+                future = None
+                if sendable:
+                    future = sender.submit(
+                        client.update_records, push.object_name, _payload(sendable)
+                    )
+                in_flight = (outcomes, sendable, future)
+                if landed is not None:
+                    written.update(self._save_results(push, landed[0], landed[1], results))
+            settle()
+        except BaseException:
+            # Whatever stopped us, a call already sent is saved, so it is never sent again.
+            if in_flight is not None:
+                try:
+                    settle()
+                except Exception:
+                    logger.warning("the batch in flight when the push stopped", exc_info=True)
+            raise
+        finally:
+            # A re-authentication in that thread saves the token through a connection of its own.
+            sender.submit(db_connections.close_all)
+            sender.shutdown(wait=True)
+        return written
+
+    def _plan_batch(
+        self, push: _ObjectPush, current: _CurrentValues, records, *, before_read=None
+    ) -> tuple[list[_Outcome], list[_Outcome]]:
+        rows = current.for_batch(records, before_read=before_read)
         outcomes = [push.plan(record, rows.get(record.sf_id[:15])) for record in records]
-        sendable = [o for o in outcomes if o.writes]
+        return outcomes, [o for o in outcomes if o.writes]
+
+    def _count(self, outcomes: list[_Outcome]) -> None:
         for outcome in outcomes:
             self.details["conflicts"] += outcome.conflicts
             self.details["adopted"] += int(outcome.adopted)
             if not outcome.writes and not outcome.failures and not outcome.adopted:
                 self.details["unchanged"] += 1
+
+    def _push_batch(self, push: _ObjectPush, current: _CurrentValues, records) -> dict[str, int]:
+        outcomes, sendable = self._plan_batch(push, current, records)
+        self._count(outcomes)
         if self.dry_run:
             for outcome in sendable:
                 for name, value in outcome.writes.items():
@@ -587,23 +703,28 @@ class _Pusher:
             return {}
         results: list[RecordUpdateResult] = []
         if sendable:
-            payload = [{"Id": o.record.sf_id, **o.writes} for o in sendable]
             try:
-                results = self._client().update_records(push.object_name, payload)
+                results = self._client().update_records(push.object_name, _payload(sendable))
             except TransientError as exc:
-                # The whole call failed after the client's own retries: retry these later.
-                for outcome in sendable:
-                    outcome.failures.append(
-                        _Failure(
-                            None,
-                            exc.code or "TRANSIENT",
-                            CALL_FAILED.format(message=exc.message),
-                            transient=True,
-                        )
-                    )
-                    outcome.writes = {}
-                self._save(push, outcomes, [])
+                self._call_failed(push, outcomes, sendable, exc)
                 raise
+        return self._save_results(push, outcomes, sendable, results)
+
+    def _call_failed(self, push: _ObjectPush, outcomes, sendable, exc: TransientError) -> None:
+        # The whole call failed after the client's own retries: retry these later.
+        for outcome in sendable:
+            outcome.failures.append(
+                _Failure(
+                    None,
+                    exc.code or "TRANSIENT",
+                    CALL_FAILED.format(message=exc.message),
+                    transient=True,
+                )
+            )
+            outcome.writes = {}
+        self._save(push, outcomes, [])
+
+    def _save_results(self, push: _ObjectPush, outcomes, sendable, results) -> dict[str, int]:
         self._apply_results(push, sendable, results)
         return self._save(push, outcomes, sendable)
 
@@ -727,6 +848,8 @@ class _Pusher:
                 )
             # Lease and run progress (once a second) in the same commit as the batch; a lost
             # lease still keeps what this batch wrote, and stops the run after the commit.
+            if self.usage_saved_here:
+                self.client.save_usage()
             try:
                 self._renew()
             except LeaseLost as exc:
@@ -775,7 +898,16 @@ class _Pusher:
             where += f" AND LastModifiedById = {soql_quote(self.connection.user_id)}"
         soql = f"SELECT Id, SystemModstamp FROM {push.object_name} WHERE {where}"
         page_limit = math.ceil(len(written) / QUERY_PAGE_SIZE) + 1
-        for number, page in enumerate(self._client().query(soql), start=1):
+        pages = itertools.islice(self._client().query(soql), page_limit)
+        if not self._overlap():
+            self._save_modstamps(pages, written)
+            return
+        with self._usage_saved_here():
+            # The next page is read while this one is saved (never a page past the limit).
+            self._save_modstamps(prefetched(pages), written)
+
+    def _save_modstamps(self, pages: Iterable[list[dict]], written: dict[str, int]) -> None:
+        for page in pages:
             # Records written by one call share a modstamp: one UPDATE per distinct stamp.
             by_stamp: dict[str, list[int]] = {}
             for row in page:
@@ -785,8 +917,8 @@ class _Pusher:
             with transaction.atomic():
                 for stamp, pks in by_stamp.items():
                     _update_ids({"system_modstamp": parse_datetime(stamp)}, pks)
-            if number >= page_limit:
-                return
+                if self.usage_saved_here:
+                    self.client.save_usage()
 
 
 def _outbound_mappings(connection) -> dict[str, list[FieldMapping]]:

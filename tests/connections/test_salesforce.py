@@ -573,6 +573,23 @@ def test_limits_and_usage_are_recorded(make_connection, emu):
     assert connection.api_usage_at is not None
 
 
+def test_usage_saved_by_caller_waits_for_save_usage(make_connection, emu):
+    connection = make_connection()
+    client = client_for(connection)
+    stored = Connection.objects.filter(pk=connection.pk)
+
+    with client.usage_saved_by_caller():
+        client.describe("Lead")
+        assert stored.get().api_usage_used is None
+        client.save_usage()
+        first = stored.get().api_usage_used
+        assert first == client.api_usage.used
+        client.describe("Contact")
+        assert stored.get().api_usage_used == first
+
+    assert stored.get().api_usage_used == client.api_usage.used > first
+
+
 # --- values ----------------------------------------------------------------------------------
 
 
