@@ -106,3 +106,12 @@ def org_connection_fixture(db, emulator, settings):
 @pytest.fixture(name="lead_mapping")
 def lead_mapping_fixture(org_connection):
     return lead_status_mapping(org_connection)
+
+
+def org_allows_calls(emulator, connection, calls: int) -> None:
+    """The org answers `calls` more API calls, then refuses (REQUEST_LIMIT_EXCEEDED), and the
+    connection's budget is the whole daily limit."""
+    connection.api_budget_percent = 100
+    connection.save(update_fields=["api_budget_percent"])
+    used, _ = emulator.org.api_usage
+    emulator.org.set_api_limit(used + calls)

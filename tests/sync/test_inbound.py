@@ -12,6 +12,7 @@ from tests.sync.factories import (  # noqa: F401
     LEAD_STATUS_STAGES,
     lead_mapping_fixture,
     lead_status_mapping,
+    org_allows_calls,
     org_connection_fixture,
     stage,
 )
@@ -365,11 +366,8 @@ def test_empty_value_skip_and_placeholder(emulator, org_connection):
 def test_budget_stop_keeps_the_cursor_and_the_next_run_resumes(
     emulator, org_connection, lead_mapping, small_pages
 ):
-    org_connection.api_budget_percent = 100
-    org_connection.save()
-    used, _ = emulator.org.api_usage
     # describe and the first page go through; the second page hits REQUEST_LIMIT_EXCEEDED.
-    emulator.org.set_api_limit(used + 2)
+    org_allows_calls(emulator, org_connection, 2)
     stopped = _sync(org_connection)
     assert stopped.status == SyncRun.Status.STOPPED_BUDGET
     assert "API budget" in stopped.error

@@ -15,7 +15,7 @@ from sync.services.outbound import (
     RECORD_TYPE_VALUE,
     sync_run_push,
 )
-from tests.sync.factories import org_connection_fixture  # noqa: F401
+from tests.sync.factories import org_allows_calls, org_connection_fixture  # noqa: F401
 from tests.sync.outbound_factories import (  # noqa: F401
     LIFECYCLE_FOR_STAGE,
     STATUS_FOR_STAGE,
@@ -404,10 +404,7 @@ def test_budget_stop_resumes_without_writing_twice(emulator, org_connection, no_
     assert moved > 200
     leads = list(SyncedRecord.objects.filter(outbound_state=PENDING))
     # Budget: the read and the first collection call, then the budget is spent.
-    org_connection.api_budget_percent = 100
-    org_connection.save(update_fields=["api_budget_percent"])
-    used, _ = emulator.org.api_usage
-    emulator.org.set_api_limit(used + 2)
+    org_allows_calls(emulator, org_connection, 2)
     emulator.org.clear_request_log()
 
     first = sync_run_push(connection=org_connection)

@@ -14,7 +14,7 @@ from connections.salesforce import SalesforceClient
 from sync.models import RecordError, SyncedRecord, SyncRun
 from sync.services import outbound
 from sync.services.outbound import CALL_FAILED, sync_run_push
-from tests.sync.factories import org_connection_fixture  # noqa: F401
+from tests.sync.factories import org_allows_calls, org_connection_fixture  # noqa: F401
 from tests.sync.outbound_factories import (  # noqa: F401
     LIFECYCLE_FOR_STAGE,
     STATUS_FOR_STAGE,
@@ -132,11 +132,8 @@ def test_budget_stop_on_a_middle_call_resumes_without_writing_twice(
     emulator, org_connection, no_enqueue, sent
 ):
     pks = _all_lost(org_connection)
-    org_connection.api_budget_percent = 100
-    org_connection.save(update_fields=["api_budget_percent"])
-    used, _ = emulator.org.api_usage
     # The read and two collection calls; the third is refused by the budget.
-    emulator.org.set_api_limit(used + 3)
+    org_allows_calls(emulator, org_connection, 3)
     emulator.org.clear_request_log()
 
     first = sync_run_push(connection=org_connection)
