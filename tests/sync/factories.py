@@ -115,3 +115,10 @@ def org_allows_calls(emulator, connection, calls: int) -> None:
     connection.save(update_fields=["api_budget_percent"])
     used, _ = emulator.org.api_usage
     emulator.org.set_api_limit(used + calls)
+
+
+def org_budget_renewed(emulator, connection) -> None:
+    """The next day: the org's daily window rolled over and stagemap's last seen usage is old."""
+    emulator.org.reset_api_usage()
+    emulator.org.set_api_limit(15000)
+    Connection.objects.filter(pk=connection.pk).update(api_usage_used=None, api_usage_max=None)

@@ -15,7 +15,11 @@ from sync.services.outbound import (
     RECORD_TYPE_VALUE,
     sync_run_push,
 )
-from tests.sync.factories import org_allows_calls, org_connection_fixture  # noqa: F401
+from tests.sync.factories import (  # noqa: F401
+    org_allows_calls,
+    org_budget_renewed,
+    org_connection_fixture,
+)
 from tests.sync.outbound_factories import (  # noqa: F401
     LIFECYCLE_FOR_STAGE,
     STATUS_FOR_STAGE,
@@ -416,12 +420,7 @@ def test_budget_stop_resumes_without_writing_twice(emulator, org_connection, no_
     done = SyncedRecord.objects.filter(pk__in=[x.pk for x in leads]).exclude(outbound_state=PENDING)
     written = {r.sf_id: emulator.org.get_record("Lead", r.sf_id)["SystemModstamp"] for r in done}
 
-    emulator.org.reset_api_usage()
-    emulator.org.set_api_limit(15000)
-    # The next day: the org's window rolled and stagemap's last seen usage is old news.
-    type(org_connection).objects.filter(pk=org_connection.pk).update(
-        api_usage_used=None, api_usage_max=None
-    )
+    org_budget_renewed(emulator, org_connection)
     emulator.org.clock.advance(5)
     emulator.org.clear_request_log()
     second = sync_run_push(connection=org_connection)

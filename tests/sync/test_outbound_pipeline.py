@@ -14,7 +14,11 @@ from connections.salesforce import SalesforceClient
 from sync.models import RecordError, SyncedRecord, SyncRun
 from sync.services import outbound
 from sync.services.outbound import CALL_FAILED, sync_run_push
-from tests.sync.factories import org_allows_calls, org_connection_fixture  # noqa: F401
+from tests.sync.factories import (  # noqa: F401
+    org_allows_calls,
+    org_budget_renewed,
+    org_connection_fixture,
+)
 from tests.sync.outbound_factories import (  # noqa: F401
     LIFECYCLE_FOR_STAGE,
     STATUS_FOR_STAGE,
@@ -151,11 +155,7 @@ def test_budget_stop_on_a_middle_call_resumes_without_writing_twice(
         sf_id: emulator.org.get_record("Lead", sf_id)["SystemModstamp"] for sf_id in first_ids
     }
 
-    emulator.org.reset_api_usage()
-    emulator.org.set_api_limit(15000)
-    type(org_connection).objects.filter(pk=org_connection.pk).update(
-        api_usage_used=None, api_usage_max=None
-    )
+    org_budget_renewed(emulator, org_connection)
     emulator.org.clock.advance(5)
     emulator.org.clear_request_log()
     sent.clear()
