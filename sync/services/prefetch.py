@@ -5,12 +5,15 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import connections as db_connections
 
+T = TypeVar("T")
 
-def prefetched(pages: Iterator[list[dict]]) -> Iterator[list[dict]]:
+
+def prefetched(pages: Iterator[T]) -> Iterator[T]:
     """Fetch the next page in a thread while the caller writes the current one.
 
     Network time then overlaps database time. The cursor still advances only after each page
