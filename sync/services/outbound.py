@@ -549,9 +549,12 @@ class _Pusher:
         self.usage_saved_here = False
 
     def _renew(self) -> None:
-        """Renew the lease and save progress, at most once every RENEW_EVERY_SECONDS."""
+        """Renew the lease and save progress and the API usage seen, at most once every
+        RENEW_EVERY_SECONDS."""
         clock = time.monotonic()
         if self.renewed_at is None or clock - self.renewed_at >= RENEW_EVERY_SECONDS:
+            if self.usage_saved_here:
+                self.client.save_usage()
             self.lease.renew()
             self.renewed_at = clock
 
@@ -572,8 +575,8 @@ class _Pusher:
 
     @contextmanager
     def _usage_saved_here(self):
-        """Calls made in another thread leave their API usage to this one, which saves it in
-        its batch's transaction: their own UPDATE would wait for that transaction."""
+        """Calls made in another thread leave their API usage to this one, which saves it with
+        the lease renewal and when done: their own UPDATE would wait for its transactions."""
         with self._client().usage_saved_by_caller():
             self.usage_saved_here = True
             try:
@@ -848,8 +851,6 @@ class _Pusher:
                 )
             # Lease and run progress (once a second) in the same commit as the batch; a lost
             # lease still keeps what this batch wrote, and stops the run after the commit.
-            if self.usage_saved_here:
-                self.client.save_usage()
             try:
                 self._renew()
             except LeaseLost as exc:
@@ -917,8 +918,6 @@ class _Pusher:
             with transaction.atomic():
                 for stamp, pks in by_stamp.items():
                     _update_ids({"system_modstamp": parse_datetime(stamp)}, pks)
-                if self.usage_saved_here:
-                    self.client.save_usage()
 
 
 def _outbound_mappings(connection) -> dict[str, list[FieldMapping]]:
