@@ -84,6 +84,8 @@ def _setup_django(db_path: str, ca_path: str, database_url: str = "") -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "stagemap_site.settings"
     os.environ["DATABASE_URL"] = database_url or f"sqlite:///{db_path}"
     os.environ["STAGEMAP_SALESFORCE_CA_BUNDLE"] = ca_path
+    # As in production: with DEBUG on, Django formats and keeps every query it runs.
+    os.environ["DEBUG"] = "0"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
 
