@@ -92,10 +92,12 @@ class SyncedRecord(models.Model):
         ]
         # picklist_value is indexed by its foreign key already.
         indexes = [
+            # Ends with id: a push loads its due records in keyset pages (id > last, by id),
+            # each a range read of the index instead of a sort of every pending row.
             models.Index(
-                fields=["connection", "outbound_state"],
+                fields=["connection", "outbound_state", "object_name", "id"],
                 condition=~Q(outbound_state="clean"),
-                name="syncedrecord_outbound_idx",
+                name="syncedrecord_due_idx",
             ),
         ]
 

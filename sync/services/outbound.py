@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -68,19 +68,6 @@ BACKOFF_CAP_MINUTES = 60
 MAX_TRANSIENT_ATTEMPTS = 12
 
 _MISSING = object()
-# What a push reads of a record: plain tuples of these columns, no model instances.
-ROW_FIELDS = (
-    "pk",
-    "sf_id",
-    "stage_id",
-    "stage_changed_at",
-    "is_converted",
-    "is_deleted",
-    "record_type_id",
-    "system_modstamp",
-    "field_values",
-    "last_pushed_values",
-)
 # Read as the database's text: JSON decoded once per distinct text (a batch's records mostly
 # share their values), timestamps kept as stored (compared as stored, parsed only if needed).
 AS_TEXT = ("stage_changed_at", "system_modstamp", "field_values", "last_pushed_values")
@@ -89,8 +76,6 @@ UPDATE_CHUNK = 500
 # The lease lasts minutes: renewing it (and saving progress) once a second is plenty, and
 # against a fast org saves two UPDATEs per batch.
 RENEW_EVERY_SECONDS = 1.0
-# Due records loaded per query (then pushed 200 at a time): fewer scans of the pending set.
-LOAD_PAGE_SIZE = 5 * COLLECTION_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -123,14 +108,26 @@ class _Failure:
     transient: bool = False
 
 
+@dataclass(slots=True)
 class _Row:
-    """One due record as a push sees it (a loaded tuple, plus what the push learns)."""
+    """One due record as a push sees it: the columns it loads (as plain values, no model
+    instance), plus what the push learns."""
 
-    __slots__ = (*ROW_FIELDS, "has_open_errors")
+    pk: int
+    sf_id: str
+    stage_id: int | None
+    stage_changed_at: str | None
+    is_converted: bool
+    is_deleted: bool
+    record_type_id: str
+    system_modstamp: str | datetime | None
+    field_values: dict
+    last_pushed_values: dict
+    has_open_errors: bool
 
-    def __init__(self, values: tuple) -> None:
-        for name, value in zip(self.__slots__, values, strict=True):
-            setattr(self, name, value)
+
+# What a push loads of a record, in _Row's order (has_open_errors is computed).
+ROW_FIELDS = tuple(f.name for f in fields(_Row))[:-1]
 
 
 @dataclass
@@ -381,6 +378,31 @@ def _stored_datetime(text: str | None) -> datetime | None:
     return value
 
 
+def _outcome_key(outcome: _Outcome, inbound_field: str | None) -> tuple:
+    """Equal for outcomes whose records the save gives the same columns (see
+    `_Pusher._saved_values`, the state, Salesforce's stage when adopted) and whose stages
+    changed at the same moment (the save's compare-and-set)."""
+    record = outcome.record
+    writes = outcome.writes
+    if writes:
+        field_values = {**(record.field_values or {}), **writes}
+        pushed = (
+            _group_key({**(record.last_pushed_values or {}), **writes}),
+            writes.get(inbound_field, _MISSING),
+        )
+    else:
+        field_values = record.field_values if outcome.reread else None
+        pushed = None
+    return (
+        _group_key(field_values),
+        pushed,
+        (record.system_modstamp, record.is_converted) if outcome.reread else None,
+        bool(outcome.failures),
+        _group_key(outcome.adopted_values),
+        record.stage_changed_at,
+    )
+
+
 def _group_key(value):
     """A hashable stand-in for a column value, equal for equal values."""
     if isinstance(value, dict):
@@ -430,10 +452,10 @@ def _update_ids(values: dict[str, object], pks: list[int], *, stage_changed_at=_
     return count
 
 
-def _iter_due(records, *, size: int) -> Iterator[list[_Row]]:
-    """Batches of `size` due records, loaded in keyset pages by id: never the whole set."""
+def _due_rows(records):
+    """`records` as _Row values by id; the due index serves `pk > last` pages in id order."""
     open_errors = RecordError.objects.filter(record=OuterRef("pk"), resolved=False)
-    rows = (
+    return (
         records.annotate(
             has_open_errors=Exists(open_errors),
             **{f"{name}_text": Cast(name, TextField()) for name in AS_TEXT},
@@ -444,23 +466,30 @@ def _iter_due(records, *, size: int) -> Iterator[list[_Row]]:
             "has_open_errors",
         )
     )
+
+
+def _iter_due(records, *, size: int) -> Iterator[list[_Row]]:
+    """Batches of `size` due records, each one keyset query by id: never the whole set.
+
+    A query a batch, not fewer larger ones: the push then loads as much while each call is in
+    flight (the due index makes every query a range read)."""
+    rows = _due_rows(records)
     json_columns = [ROW_FIELDS.index("field_values"), ROW_FIELDS.index("last_pushed_values")]
     last_id = 0
     while True:
         page = []
         decoded: dict[str | None, dict] = {None: {}}
-        for values in rows.filter(pk__gt=last_id)[:LOAD_PAGE_SIZE]:
+        for values in rows.filter(pk__gt=last_id)[:size]:
             values = list(values)
             for index in json_columns:
                 text = values[index]
                 if text not in decoded:
                     decoded[text] = json.loads(text)
                 values[index] = decoded[text]
-            page.append(_Row(values))
+            page.append(_Row(*values))
         if not page:
             return
-        for start in range(0, len(page), size):
-            yield page[start : start + size]
+        yield page
         last_id = page[-1].pk
 
 
@@ -782,41 +811,27 @@ class _Pusher:
                         failure, errors.get(failure.field_mapping_id), record, to_create, to_update
                     )
                 to_resolve += [e.pk for key, e in errors.items() if key not in failed]
-                values: dict[str, object] = {"updated_at": stamp}
-                if outcome.reread:
-                    values["system_modstamp"] = record.system_modstamp
-                    values["is_converted"] = record.is_converted
-                    values["field_values"] = record.field_values
                 if outcome.writes:
                     written[record.sf_id[:15]] = record.pk
-                    values["field_values"] = {**(record.field_values or {}), **outcome.writes}
-                    values["last_pushed_values"] = {
-                        **(record.last_pushed_values or {}),
-                        **outcome.writes,
-                    }
-                    values["last_pushed_at"] = now
-                    if inbound_field in outcome.writes:
-                        # The value we wrote maps back to the same stage: keep the raw side true.
-                        raw = outcome.writes[inbound_field] or ""
-                        values["raw_value"] = raw
-                        values["picklist_value_id"] = push.inbound_values.get(raw, (None, None))[0]
                     self.run.pushed += 1
                 if outcome.failures:
                     self.run.failed += 1
-                # A stage changed again while we pushed stays pending for the next run.
-                moved = {**values, "outbound_state": SyncedRecord.OutboundState.PENDING}
-                values["outbound_state"] = (
-                    SyncedRecord.OutboundState.FAILED
-                    if outcome.failures
-                    else SyncedRecord.OutboundState.CLEAN
-                )
-                values.update(outcome.adopted_values)
-                # Most records of a batch end with the same values (same stage, same writes).
-                key = tuple((name, _group_key(value)) for name, value in values.items())
-                key += (record.stage_changed_at,)
-                groups.setdefault(key, (values, moved, record.stage_changed_at, []))[3].append(
-                    record.pk
-                )
+                # Most records of a batch end with the same values (same stage, same writes):
+                # one UPDATE per group, its values built once.
+                key = _outcome_key(outcome, inbound_field)
+                group = groups.get(key)
+                if group is None:
+                    values = self._saved_values(push, outcome, stamp)
+                    # A stage changed again while we pushed stays pending for the next run.
+                    moved = {**values, "outbound_state": SyncedRecord.OutboundState.PENDING}
+                    values["outbound_state"] = (
+                        SyncedRecord.OutboundState.FAILED
+                        if outcome.failures
+                        else SyncedRecord.OutboundState.CLEAN
+                    )
+                    values.update(outcome.adopted_values)
+                    group = groups[key] = (values, moved, record.stage_changed_at, [])
+                group[3].append(record.pk)
             for values, moved, changed_at, pks in groups.values():
                 if _update_ids(values, pks, stage_changed_at=changed_at) < len(pks):
                     _update_ids(moved, pks, stage_changed_at=(changed_at,))
@@ -858,6 +873,29 @@ class _Pusher:
         if lost is not None:
             raise lost
         return written
+
+    def _saved_values(self, push: _ObjectPush, outcome: _Outcome, stamp) -> dict[str, object]:
+        """The columns a batch's save sets on the outcome's record (its state aside)."""
+        record = outcome.record
+        values: dict[str, object] = {"updated_at": stamp}
+        if outcome.reread:
+            values["system_modstamp"] = record.system_modstamp
+            values["is_converted"] = record.is_converted
+            values["field_values"] = record.field_values
+        if outcome.writes:
+            values["field_values"] = {**(record.field_values or {}), **outcome.writes}
+            values["last_pushed_values"] = {
+                **(record.last_pushed_values or {}),
+                **outcome.writes,
+            }
+            values["last_pushed_at"] = self.now
+            inbound_field = push.inbound.field_name if push.inbound is not None else None
+            if inbound_field in outcome.writes:
+                # The value we wrote maps back to the same stage: keep the raw side true.
+                raw = outcome.writes[inbound_field] or ""
+                values["raw_value"] = raw
+                values["picklist_value_id"] = push.inbound_values.get(raw, (None, None))[0]
+        return values
 
     def _record_failure(self, failure: _Failure, existing, record, to_create, to_update) -> None:
         attempts = existing.attempts + 1 if existing is not None else 1

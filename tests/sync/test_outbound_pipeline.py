@@ -32,8 +32,7 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 PENDING = SyncedRecord.OutboundState.PENDING
 CLEAN = SyncedRecord.OutboundState.CLEAN
 FAILED = SyncedRecord.OutboundState.FAILED
-# The test org has ~150 leads to move: batches of 20 give several calls (load pages of 40 make
-# a page boundary fall while a call is in flight).
+# The test org has ~150 leads to move: batches of 20 give several calls.
 BATCH = 20
 
 
@@ -41,7 +40,6 @@ BATCH = 20
 def sent_fixture(monkeypatch):
     """Small batches; (thread, ids) of every collection call that got an answer, in order."""
     monkeypatch.setattr(outbound, "COLLECTION_BATCH_SIZE", BATCH)
-    monkeypatch.setattr(outbound, "LOAD_PAGE_SIZE", 2 * BATCH)
     calls: list[tuple[str, list[str]]] = []
     update_records = SalesforceClient.update_records
 
