@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import requests
@@ -95,7 +96,7 @@ def _setup_django(db_path: str, ca_path: str, database_url: str = "") -> None:
     call_command("migrate", verbosity=0)
 
 
-def _prepare(creds: dict, changes: int):
+def _prepare(creds: dict, changes: int, *, one_by_one: bool = False):
     """Connection, Status + Lifecycle mappings, a full inbound read, then N local changes."""
     from connections import crypto
     from connections.models import Connection
@@ -141,6 +142,14 @@ def _prepare(creds: dict, changes: int):
             acting_user=None,
         )
     assert moved == changes, moved
+    if one_by_one:
+        # As when staff move records one at a time: every change at its own moment.
+        changed = SyncedRecord.objects.filter(pk__in=ids).only("pk", "stage_changed_at")
+        records = []
+        for number, record in enumerate(changed.iterator()):
+            record.stage_changed_at -= timedelta(milliseconds=number)
+            records.append(record)
+        SyncedRecord.objects.bulk_update(records, ["stage_changed_at"], batch_size=1000)
     return connection, inbound_seconds
 
 
@@ -187,6 +196,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--changes", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=20_000, help="leads in the emulated org")
+    parser.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="give every change its own moment (as edits one at a time), not one bulk action's",
+    )
     parser.add_argument("--profile", help="write a cProfile of the push to this file")
     parser.add_argument(
         "--database-url", default="", help="an empty database to use instead of a temp SQLite"
@@ -199,7 +213,7 @@ def main() -> None:
             ready = time.perf_counter() - started
             _setup_django(str(Path(tmp) / "stagemap.sqlite3"), creds["ca_path"], args.database_url)
             control = Control(creds)
-            connection, inbound_seconds = _prepare(creds, args.changes)
+            connection, inbound_seconds = _prepare(creds, args.changes, one_by_one=args.one_by_one)
 
             from sync.models import SyncedRecord
             from sync.services.outbound import sync_run_push

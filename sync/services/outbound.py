@@ -71,8 +71,9 @@ _MISSING = object()
 # Read as the database's text: JSON decoded once per distinct text (a batch's records mostly
 # share their values), timestamps kept as stored (compared as stored, parsed only if needed).
 AS_TEXT = ("stage_changed_at", "system_modstamp", "field_values", "last_pushed_values")
-# Rows per UPDATE ... WHERE id IN (...), well below every backend's parameter limit.
-UPDATE_CHUNK = 500
+# Rows per UPDATE ... WHERE id IN (...): with a compare-and-set (three parameters a row) still
+# under 999, the lowest limit SQLite may be built with.
+UPDATE_CHUNK = 300
 # The lease lasts minutes: renewing it (and saving progress) once a second is plenty, and
 # against a fast org saves two UPDATEs per batch.
 RENEW_EVERY_SECONDS = 1.0
@@ -380,8 +381,7 @@ def _stored_datetime(text: str | None) -> datetime | None:
 
 def _outcome_key(outcome: _Outcome, inbound_field: str | None) -> tuple:
     """Equal for outcomes whose records the save gives the same columns (see
-    `_Pusher._saved_values`, the state, Salesforce's stage when adopted) and whose stages
-    changed at the same moment (the save's compare-and-set)."""
+    `_Pusher._saved_values`, the state, Salesforce's stage when adopted)."""
     record = outcome.record
     writes = outcome.writes
     if writes:
@@ -399,7 +399,6 @@ def _outcome_key(outcome: _Outcome, inbound_field: str | None) -> tuple:
         (record.system_modstamp, record.is_converted) if outcome.reread else None,
         bool(outcome.failures),
         _group_key(outcome.adopted_values),
-        record.stage_changed_at,
     )
 
 
@@ -415,13 +414,19 @@ def _group_key(value):
     return value
 
 
-def _update_ids(values: dict[str, object], pks: list[int], *, stage_changed_at=_MISSING) -> int:
+def _update_ids(
+    values: dict[str, object],
+    pks: list[int],
+    *,
+    loaded: dict[int, str | None] | None = None,
+    moved: bool = False,
+) -> int:
     """UPDATE synced records SET `values` WHERE id IN `pks`; how many rows changed.
 
-    With `stage_changed_at` (as loaded: the column's text), only rows whose stage has not moved
-    since (a compare-and-set); with `stage_changed_at=(text,)`, only rows whose stage has moved.
-    Plain SQL with values prepared by the model's own fields: the queryset costs more to build
-    than to run here.
+    With `loaded` ({id: stage_changed_at as loaded, the column's text}), only rows whose stage
+    has not moved since (a compare-and-set, each row against its own moment); with `moved`
+    too, only rows whose stage has moved. Plain SQL with values prepared by the model's own
+    fields: the queryset costs more to build than to run here.
     """
     meta = SyncedRecord._meta
     quote = db_connection.ops.quote_name
@@ -430,24 +435,21 @@ def _update_ids(values: dict[str, object], pks: list[int], *, stage_changed_at=_
         model_field = meta.get_field(name)
         columns.append(f"{quote(model_field.column)} = %s")
         params.append(model_field.get_db_prep_save(value, db_connection))
-    where, where_params = "", []
-    if stage_changed_at is not _MISSING:
-        column = quote(meta.get_field("stage_changed_at").column)
-        moved = isinstance(stage_changed_at, tuple)
-        value = stage_changed_at[0] if moved else stage_changed_at
-        if value is None:
-            where = f" AND {column} IS {'NOT ' if moved else ''}NULL"
-        else:
-            text = f"CAST({column} AS text)"
-            where = f" AND ({column} IS NULL OR {text} <> %s)" if moved else f" AND {text} = %s"
-            where_params = [value]
-    sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(columns)} WHERE {quote(meta.pk.column)} IN"
+    pk_column = quote(meta.pk.column)
+    sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(columns)} WHERE {pk_column} IN"
+    changed_at = f"COALESCE(CAST({quote(meta.get_field('stage_changed_at').column)} AS text), '')"
     count = 0
     with db_connection.cursor() as cursor:
         for start in range(0, len(pks), UPDATE_CHUNK):
             chunk = pks[start : start + UPDATE_CHUNK]
-            placeholders = ", ".join(["%s"] * len(chunk))
-            cursor.execute(f"{sql} ({placeholders}){where}", [*params, *chunk, *where_params])
+            where = f"{sql} ({', '.join(['%s'] * len(chunk))})"
+            where_params = []
+            if loaded is not None:
+                whens = " ".join(["WHEN %s THEN %s"] * len(chunk))
+                where += f" AND {changed_at} {'<>' if moved else '='} CASE {pk_column} {whens} END"
+                for pk in chunk:
+                    where_params += [pk, loaded[pk] or ""]
+            cursor.execute(where, [*params, *chunk, *where_params])
             count += cursor.rowcount
     return count
 
@@ -800,7 +802,7 @@ class _Pusher:
                 for error in RecordError.objects.filter(record_id__in=flagged, resolved=False):
                     open_errors.setdefault(error.record_id, {})[error.field_mapping_id] = error
             to_create, to_update, to_resolve = [], [], []
-            groups: dict[tuple, tuple[dict, dict, object, list[int]]] = {}
+            groups: dict[tuple, tuple[dict, dict, dict[int, str | None]]] = {}
             for outcome in outcomes:
                 record = outcome.record
                 errors = open_errors.get(record.pk, {})
@@ -830,11 +832,12 @@ class _Pusher:
                         else SyncedRecord.OutboundState.CLEAN
                     )
                     values.update(outcome.adopted_values)
-                    group = groups[key] = (values, moved, record.stage_changed_at, [])
-                group[3].append(record.pk)
-            for values, moved, changed_at, pks in groups.values():
-                if _update_ids(values, pks, stage_changed_at=changed_at) < len(pks):
-                    _update_ids(moved, pks, stage_changed_at=(changed_at,))
+                    group = groups[key] = (values, moved, {})
+                group[2][record.pk] = record.stage_changed_at
+            for values, moved, loaded in groups.values():
+                pks = list(loaded)
+                if _update_ids(values, pks, loaded=loaded) < len(pks):
+                    _update_ids(moved, pks, loaded=loaded, moved=True)
             if to_create:
                 # Errors only for records still there (a record may vanish while we push).
                 existing = set(

@@ -2,6 +2,8 @@
 
 from datetime import timedelta
 
+from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from connections.salesforce import MASTER_RECORD_TYPE_ID
@@ -475,3 +477,42 @@ def test_stage_moved_during_the_call_stays_pending(
     moved.refresh_from_db()
     assert moved.outbound_state == CLEAN
     assert emulator.org.get_record("Lead", moved.sf_id)["Status"] == STATUS_FOR_STAGE["lost"]
+
+
+def test_leads_moved_one_at_a_time_are_saved_together_each_checked_against_its_own_moment(
+    emulator, org_connection, no_enqueue, monkeypatch
+):
+    from connections.salesforce import SalesforceClient
+    from sync.services.record_stage import record_set_stage
+
+    synced_leads(org_connection)
+    leads = open_leads(org_connection, count=4)
+    for lead in leads:
+        move([lead], "contacted")
+    assert len({lead.stage_changed_at for lead in refreshed(leads)}) == 4
+    update_records = SalesforceClient.update_records
+
+    def moved_while_writing(self, object_name, records):
+        results = update_records(self, object_name, records)
+        record_set_stage(
+            records=SyncedRecord.objects.filter(pk=leads[2].pk),
+            stage=Stage.objects.get(key="lost"),
+            acting_user=None,
+        )
+        return results
+
+    monkeypatch.setattr(SalesforceClient, "update_records", moved_while_writing)
+    table = SyncedRecord._meta.db_table
+    with CaptureQueriesContext(db_connection) as queries:
+        run = sync_run_push(connection=org_connection)
+
+    assert run.pushed == 4
+    states = [lead.outbound_state for lead in refreshed(leads)]
+    assert states == [CLEAN, CLEAN, PENDING, CLEAN]
+    # One UPDATE for the four leads (the moved one then back to pending), not one per moment.
+    saves = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith(f'UPDATE "{table}"') and "last_pushed_at" in q["sql"]
+    ]
+    assert len(saves) == 2, saves
