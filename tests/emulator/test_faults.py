@@ -36,8 +36,15 @@ def test_delay_fault_is_slow_then_answers(sf, org):
     assert sf.query(QUERY)["done"]
     assert time.monotonic() - started >= 0.5
     org.inject_fault(delay=0.5)
+    org.clear_request_log()
     with pytest.raises(requests.exceptions.Timeout):
         sf.query(QUERY, timeout=0.2)
+    # The emulator still answers the abandoned request: wait for it, so that it lands in this
+    # test's request log and not in a later test's.
+    deadline = time.monotonic() + 10
+    while not org.request_log and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [e.kind for e in org.request_log] == ["query"]
 
 
 def test_dropped_connection(sf, org):
