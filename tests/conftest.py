@@ -1,6 +1,9 @@
 """Fixtures shared by every test package."""
 
 import importlib.util
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -12,6 +15,23 @@ if importlib.util.find_spec("salesforce_emulator") and importlib.util.find_spec(
     "salesforce_emulator.pytest_plugin"
 ):
     pytest_plugins = ["salesforce_emulator.pytest_plugin"]
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """On SQLite, test in a database file (in WAL mode, as in production), not in memory:
+    an in-memory database shared between threads locks whole tables, so a thread reading
+    while another writes (the push loads its next batch while it saves) would fail there."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.sqlite3":
+        yield
+        return
+    folder = Path(tempfile.mkdtemp(prefix="stagemap-tests-"))
+    database.setdefault("TEST", {})["NAME"] = str(folder / "test.sqlite3")
+    yield
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _member_of(group_name: str, username: str):
