@@ -6,7 +6,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
@@ -94,8 +94,7 @@ def inbound_plans(*, connection: Connection, object_name: str | None = None) -> 
             plan.inbound = mapping
             plan.raw_field = mapping.field_name
     if OPPORTUNITY not in plans and (
-        object_name == OPPORTUNITY
-        or (object_name is None and settings.STAGEMAP_SYNC_OPPORTUNITIES)
+        object_name == OPPORTUNITY or (object_name is None and settings.STAGEMAP_SYNC_OPPORTUNITIES)
     ):
         plans[OPPORTUNITY] = ObjectPlan(OPPORTUNITY, inbound=None, raw_field=OPPORTUNITY_FIELD)
     elif OPPORTUNITY in plans and plans[OPPORTUNITY].raw_field is None:
@@ -801,7 +800,8 @@ def _run_object(
     db = transaction.get_connection()
     postgres = db.vendor == "postgresql"
     # The reading thread leaves the API usage it sees to this one: saved in the page's commit.
-    with client.usage_saved_by_caller() if overlap else nullcontext():
+    # Closed on the way out, whatever stops the loop: the reading thread stops with it.
+    with client.usage_saved_by_caller() if overlap else nullcontext(), closing(pages):
         for page, prepared in pages:
             if not page:
                 continue

@@ -6,10 +6,12 @@ import itertools
 import json
 import logging
 import math
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 
@@ -565,6 +567,10 @@ class _CurrentValues:
         return found
 
 
+class _NotSent(Exception):
+    """A queued collection call dropped because the one before it failed."""
+
+
 class _Pusher:
     def __init__(self, *, lease, connection: Connection, now: datetime, dry_run: bool):
         self.lease = lease
@@ -632,8 +638,10 @@ class _Pusher:
         )
         if self._overlap():
             self.details["pipelined"] = True
-            with self._usage_saved_here():
-                written = self._push_pipelined(push, current, batches)
+            # The next batch is loaded in a thread of its own while this one saves; closed on
+            # the way out, whatever stops the push, so that thread stops with it.
+            with self._usage_saved_here(), closing(prefetched(batches)) as loaded:
+                written = self._push_pipelined(push, current, loaded)
         else:
             for records in batches:
                 written.update(self._push_batch(push, current, records))
@@ -645,58 +653,66 @@ class _Pusher:
     def _push_pipelined(
         self, push: _ObjectPush, current: _CurrentValues, batches: Iterable
     ) -> dict[str, int]:
-        """Push batches as `_push_batch` does, with each collection call made in a sender thread:
-        while batch k's call is in flight, this thread saves batch k-1 and loads and plans k+1.
+        """Push batches as `_push_batch` does, with the collection calls made in a sender
+        thread: while batch k's call is in flight, batch k+1's waits behind it and this thread
+        saves batch k-1 and loads and plans k+2.
 
-        One call at a time, in order; the database work stays in this thread (API usage too,
-        see `_usage_saved_here`), and no transaction is open while it waits for a call. A failed
-        call surfaces here before the next batch is sent, so what follows it stays pending, as
+        One call at a time, in order; the writes stay in this thread (API usage too, see
+        `_usage_saved_here`), and no transaction is open while it waits for a call. The queued
+        call starts as soon as the one before it is answered, not when this thread gets to it.
+        Once a call fails the sender sends nothing more, so what follows it stays pending, as
         without the pipeline.
         """
         written: dict[str, int] = {}
         client = self._client()
-        in_flight: tuple[list[_Outcome], list[_Outcome], Future | None] | None = None
+        in_flight: deque[tuple[list[_Outcome], list[_Outcome], Future | None]] = deque()
+        stopped = threading.Event()
 
-        def land(batch) -> list[RecordUpdateResult]:
-            outcomes, sendable, future = batch
-            if future is None:
-                return []
+        def send(payload: list[dict]) -> list[RecordUpdateResult]:
+            if stopped.is_set():
+                raise _NotSent
             try:
-                return future.result()
-            except TransientError as exc:
-                self._call_failed(push, outcomes, sendable, exc)
+                return client.update_records(push.object_name, payload)
+            except BaseException:
+                stopped.set()
                 raise
 
+        def land_and_save() -> None:
+            outcomes, sendable, future = in_flight.popleft()
+            results: list[RecordUpdateResult] = []
+            if future is not None:
+                try:
+                    results = future.result()
+                except _NotSent:
+                    return  # never sent: its records stay as they were, due
+                except TransientError as exc:
+                    self._call_failed(push, outcomes, sendable, exc)
+                    raise
+            written.update(self._save_results(push, outcomes, sendable, results))
+
         def settle() -> None:
-            nonlocal in_flight
-            batch, in_flight = in_flight, None
-            if batch is not None:
-                written.update(self._save_results(push, batch[0], batch[1], land(batch)))
+            while in_flight:
+                land_and_save()
 
         sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-push")
         try:
             for records in batches:
-                # A re-read from Salesforce waits for (and saves) the call in flight first.
+                # A re-read from Salesforce waits for (and saves) the calls in flight first.
                 outcomes, sendable = self._plan_batch(push, current, records, before_read=settle)
-                landed, in_flight = in_flight, None
-                results = land(landed) if landed is not None else []
                 self._count(outcomes)
-                future = None
-                if sendable:
-                    future = sender.submit(
-                        client.update_records, push.object_name, _payload(sendable)
-                    )
-                in_flight = (outcomes, sendable, future)
-                if landed is not None:
-                    written.update(self._save_results(push, landed[0], landed[1], results))
+                future = sender.submit(send, _payload(sendable)) if sendable else None
+                in_flight.append((outcomes, sendable, future))
+                if len(in_flight) > 2:
+                    land_and_save()
             settle()
         except BaseException:
             # Whatever stopped us, a call already sent is saved, so it is never sent again.
-            if in_flight is not None:
+            stopped.set()
+            while in_flight:
                 try:
-                    settle()
+                    land_and_save()
                 except Exception:
-                    logger.warning("the batch in flight when the push stopped", exc_info=True)
+                    logger.warning("a batch in flight when the push stopped", exc_info=True)
             raise
         finally:
             # A re-authentication in that thread saves the token through a connection of its own.
@@ -942,23 +958,34 @@ class _Pusher:
         page_limit = math.ceil(len(written) / QUERY_PAGE_SIZE) + 1
         pages = itertools.islice(self._client().query(soql), page_limit)
         if not self._overlap():
-            self._save_modstamps(pages, written)
+            _save_modstamps(pages, written)
             return
-        with self._usage_saved_here():
-            # The next page is read while this one is saved (never a page past the limit).
-            self._save_modstamps(prefetched(pages), written)
+        # The next page is read while this one is taken in (never a page past the limit).
+        with self._usage_saved_here(), closing(prefetched(pages)) as read:
+            _save_modstamps(read, written)
 
-    def _save_modstamps(self, pages: Iterable[list[dict]], written: dict[str, int]) -> None:
+
+def _save_modstamps(pages: Iterable[list[dict]], written: dict[str, int]) -> None:
+    """Save the SystemModstamps read back in one transaction once every page is in: one
+    commit, and no write lock held while a page is on its way (a re-authentication in the
+    reading thread writes too). A page that fails to arrive ends the reading; the stamps read
+    before it are saved, then the error is raised."""
+    # Records written by one call share a modstamp: one UPDATE per distinct stamp.
+    by_stamp: dict[str, list[int]] = {}
+    failure = None
+    try:
         for page in pages:
-            # Records written by one call share a modstamp: one UPDATE per distinct stamp.
-            by_stamp: dict[str, list[int]] = {}
             for row in page:
                 pk = written.get(row["Id"][:15])
                 if pk is not None:
                     by_stamp.setdefault(row["SystemModstamp"], []).append(pk)
-            with transaction.atomic():
-                for stamp, pks in by_stamp.items():
-                    _update_ids({"system_modstamp": parse_datetime(stamp)}, pks)
+    except Exception as exc:
+        failure = exc
+    with transaction.atomic():
+        for stamp, pks in by_stamp.items():
+            _update_ids({"system_modstamp": parse_datetime(stamp)}, pks)
+    if failure is not None:
+        raise failure
 
 
 def _outbound_mappings(connection) -> dict[str, list[FieldMapping]]:

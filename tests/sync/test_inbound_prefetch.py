@@ -72,3 +72,27 @@ def test_budget_stop_in_the_worker_keeps_the_pages_before(
     assert cursor.last_modstamp == stored_last.system_modstamp
     assert cursor.full_sync_completed_at is None
     assert "sync-prefetch" in request_threads
+
+
+def test_a_failure_while_writing_stops_the_reading_thread(
+    emulator, org_connection, lead_mapping, request_threads, monkeypatch
+):
+    from sync.services.runs import LeaseLost, RunLease
+
+    renew = RunLease.renew
+    renewals = []
+
+    def lost_after_the_first_page(self):
+        renewals.append(1)
+        if len(renewals) > 1:
+            raise LeaseLost("taken over")
+        return renew(self)
+
+    monkeypatch.setattr(RunLease, "renew", lost_after_the_first_page)
+
+    run = _sync(org_connection)
+
+    assert run.status == SyncRun.Status.FAILED
+    assert SyncedRecord.objects.filter(connection=org_connection).count() == 200
+    # The page the worker had read ahead is dropped, and the worker with it.
+    assert not [t.name for t in threading.enumerate() if t.name == "sync-prefetch"]

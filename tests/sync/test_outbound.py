@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -516,3 +517,26 @@ def test_leads_moved_one_at_a_time_are_saved_together_each_checked_against_its_o
         if q["sql"].startswith(f'UPDATE "{table}"') and "last_pushed_at" in q["sql"]
     ]
     assert len(saves) == 2, saves
+
+
+@pytest.mark.django_db
+def test_a_read_back_page_that_fails_keeps_the_stamps_read_before_it():
+    from connections.salesforce import ApiBudgetExhausted
+    from sync.services.outbound import _save_modstamps
+    from tests.sync.factories import SyncedRecordFactory
+
+    first = SyncedRecordFactory(sf_id="00Q5g00000AbCdEAAZ")
+    second = SyncedRecordFactory(sf_id="00Q5g00000AbCdFAAZ")
+    written = {record.sf_id[:15]: record.pk for record in (first, second)}
+
+    def pages():
+        yield [{"Id": first.sf_id, "SystemModstamp": "2026-11-29T10:00:01.000+0000"}]
+        raise ApiBudgetExhausted("the budget ran out")
+
+    with pytest.raises(ApiBudgetExhausted):
+        _save_modstamps(pages(), written)
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.system_modstamp.isoformat() == "2026-11-29T10:00:01+00:00"
+    assert second.system_modstamp is None

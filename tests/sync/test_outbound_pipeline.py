@@ -193,6 +193,8 @@ def test_transient_failure_on_a_middle_call(
 
     assert first.details["pipelined"] is True
     assert first.status not in (SyncRun.Status.OK, SyncRun.Status.RUNNING)
+    # The threads that loaded batches and sent calls stopped with the push.
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("sync-")]
     assert composite_ok(emulator) == 2
     assert emulator.org.count_requests("composite") == 4
     state = dict(SyncedRecord.objects.filter(pk__in=pks).values_list("pk", "outbound_state"))
