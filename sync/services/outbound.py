@@ -966,12 +966,25 @@ class _Pusher:
 
 
 def _save_modstamps(pages: Iterable[list[dict]], written: dict[str, int]) -> None:
-    """Save the SystemModstamps read back in one transaction once every page is in: one
-    commit, and no write lock held while a page is on its way (a re-authentication in the
-    reading thread writes too). A page that fails to arrive ends the reading; the stamps read
-    before it are saved, then the error is raised."""
+    """Save the SystemModstamps read back: each page in its own transaction as it comes (the
+    writes overlap the reading of the next page), or on SQLite all in one once every page is
+    in (there each commit may checkpoint the WAL, which costs more than the overlap saves).
+
+    No transaction is open while a page is on its way: a re-authentication in the reading
+    thread writes too. A page that fails to arrive ends the reading; the stamps read before
+    it are saved, then the error is raised."""
+    one_commit = db_connection.vendor == "sqlite"
     # Records written by one call share a modstamp: one UPDATE per distinct stamp.
     by_stamp: dict[str, list[int]] = {}
+
+    def save() -> None:
+        if not by_stamp:
+            return
+        with transaction.atomic():
+            for stamp, pks in by_stamp.items():
+                _update_ids({"system_modstamp": parse_datetime(stamp)}, pks)
+        by_stamp.clear()
+
     failure = None
     try:
         for page in pages:
@@ -979,11 +992,11 @@ def _save_modstamps(pages: Iterable[list[dict]], written: dict[str, int]) -> Non
                 pk = written.get(row["Id"][:15])
                 if pk is not None:
                     by_stamp.setdefault(row["SystemModstamp"], []).append(pk)
+            if not one_commit:
+                save()
     except Exception as exc:
         failure = exc
-    with transaction.atomic():
-        for stamp, pks in by_stamp.items():
-            _update_ids({"system_modstamp": parse_datetime(stamp)}, pks)
+    save()
     if failure is not None:
         raise failure
 
