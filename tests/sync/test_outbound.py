@@ -439,28 +439,36 @@ def test_budget_stop_resumes_without_writing_twice(emulator, org_connection, no_
             assert emulator.org.get_record("Lead", lead.sf_id)["Status"] == "Working - Contacted"
 
 
-def test_stage_moved_during_the_call_stays_pending(
-    emulator, org_connection, no_enqueue, monkeypatch
-):
+def moved_during_the_call(monkeypatch, lead):
+    """Someone moves `lead` to "lost" while each batch is on its way to Salesforce; returns
+    the client's own update_records, to put back."""
     from connections.salesforce import SalesforceClient
     from sync.services.record_stage import record_set_stage
 
-    synced_leads(org_connection)
-    leads = open_leads(org_connection, count=3)
-    move(leads, "contacted")
     update_records = SalesforceClient.update_records
 
     def moved_while_writing(self, object_name, records):
         results = update_records(self, object_name, records)
-        # Someone moves a lead again while the batch is on its way to Salesforce.
         record_set_stage(
-            records=SyncedRecord.objects.filter(pk=leads[0].pk),
+            records=SyncedRecord.objects.filter(pk=lead.pk),
             stage=Stage.objects.get(key="lost"),
             acting_user=None,
         )
         return results
 
     monkeypatch.setattr(SalesforceClient, "update_records", moved_while_writing)
+    return update_records
+
+
+def test_stage_moved_during_the_call_stays_pending(
+    emulator, org_connection, no_enqueue, monkeypatch
+):
+    from connections.salesforce import SalesforceClient
+
+    synced_leads(org_connection)
+    leads = open_leads(org_connection, count=3)
+    move(leads, "contacted")
+    update_records = moved_during_the_call(monkeypatch, leads[0])
 
     run = sync_run_push(connection=org_connection)
 
@@ -483,26 +491,12 @@ def test_stage_moved_during_the_call_stays_pending(
 def test_leads_moved_one_at_a_time_are_saved_together_each_checked_against_its_own_moment(
     emulator, org_connection, no_enqueue, monkeypatch
 ):
-    from connections.salesforce import SalesforceClient
-    from sync.services.record_stage import record_set_stage
-
     synced_leads(org_connection)
     leads = open_leads(org_connection, count=4)
     for lead in leads:
         move([lead], "contacted")
     assert len({lead.stage_changed_at for lead in refreshed(leads)}) == 4
-    update_records = SalesforceClient.update_records
-
-    def moved_while_writing(self, object_name, records):
-        results = update_records(self, object_name, records)
-        record_set_stage(
-            records=SyncedRecord.objects.filter(pk=leads[2].pk),
-            stage=Stage.objects.get(key="lost"),
-            acting_user=None,
-        )
-        return results
-
-    monkeypatch.setattr(SalesforceClient, "update_records", moved_while_writing)
+    moved_during_the_call(monkeypatch, leads[2])
     table = SyncedRecord._meta.db_table
     with CaptureQueriesContext(db_connection) as queries:
         run = sync_run_push(connection=org_connection)
