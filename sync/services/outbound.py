@@ -686,8 +686,10 @@ class _Pusher:
                 except _NotSent:
                     return  # never sent: its records stay as they were, due
                 except TransientError as exc:
+                    self._count(outcomes)
                     self._call_failed(push, outcomes, sendable, exc)
                     raise
+            self._count(outcomes)
             written.update(self._save_results(push, outcomes, sendable, results))
 
         def settle() -> None:
@@ -699,7 +701,6 @@ class _Pusher:
             for records in batches:
                 # A re-read from Salesforce waits for (and saves) the calls in flight first.
                 outcomes, sendable = self._plan_batch(push, current, records, before_read=settle)
-                self._count(outcomes)
                 future = sender.submit(send, _payload(sendable)) if sendable else None
                 in_flight.append((outcomes, sendable, future))
                 if len(in_flight) > 2:
