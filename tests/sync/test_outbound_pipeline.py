@@ -225,3 +225,82 @@ def test_transient_failure_on_a_middle_call(
         assert emulator.org.get_record("Lead", sf_id)["SystemModstamp"] == stamp
     for lead in SyncedRecord.objects.filter(pk__in=pks).exclude(outbound_state=FAILED):
         _assert_pushed(emulator, lead)
+
+
+def test_an_expired_session_is_renewed_in_the_sender_thread(
+    emulator, org_connection, no_enqueue, sent, monkeypatch
+):
+    pks = _all_lost(org_connection)
+    org_connection.refresh_from_db()
+    token_before = org_connection.token_ciphertext
+    authenticate = SalesforceClient.authenticate
+    renewed_in = []
+
+    def recorded(self):
+        renewed_in.append(threading.current_thread().name)
+        return authenticate(self)
+
+    monkeypatch.setattr(SalesforceClient, "authenticate", recorded)
+    update_records = SalesforceClient.update_records
+    calls = Counter()
+
+    def session_expires_before_the_second_call(self, object_name, records):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            emulator.org.expire_sessions()
+        return update_records(self, object_name, records)
+
+    monkeypatch.setattr(SalesforceClient, "update_records", session_expires_before_the_second_call)
+
+    run = sync_run_push(connection=org_connection)
+
+    assert run.status == SyncRun.Status.OK, run.error
+    assert run.details["pipelined"] is True
+    assert run.pushed == len(pks)
+    # The sender re-authenticated (saving the new token through its own connection) and
+    # retried the call; every record was sent once.
+    assert [name[:9] for name in renewed_in] == ["sync-push"]
+    org_connection.refresh_from_db()
+    assert org_connection.token_ciphertext and org_connection.token_ciphertext != token_before
+    ids = [sf_id for _, batch in sent for sf_id in batch]
+    assert len(ids) == len(set(ids)) == len(pks)
+    assert not SyncedRecord.objects.filter(pk__in=pks).exclude(outbound_state=CLEAN).exists()
+
+
+def test_a_lease_lost_mid_push_saves_what_was_sent_and_sends_nothing_twice(
+    emulator, org_connection, no_enqueue, sent, monkeypatch
+):
+    from sync.services.runs import LEASE_LOST, LeaseLost, RunLease
+
+    pks = _all_lost(org_connection)
+    monkeypatch.setattr(outbound, "RENEW_EVERY_SECONDS", 0)
+    renew = RunLease.renew
+    renewals = Counter()
+
+    def lost_at_the_second_batch(self):
+        renewals["n"] += 1
+        if renewals["n"] == 2:
+            raise LeaseLost(LEASE_LOST)
+        return renew(self)
+
+    monkeypatch.setattr(RunLease, "renew", lost_at_the_second_batch)
+
+    first = sync_run_push(connection=org_connection)
+
+    assert first.status == SyncRun.Status.FAILED
+    # Whatever had been sent when the lease was lost is saved; nothing after it is sent.
+    first_ids = {sf_id for _, batch in sent for sf_id in batch}
+    assert 2 * BATCH <= len(first_ids) < len(pks)
+    state = dict(SyncedRecord.objects.filter(pk__in=pks).values_list("sf_id", "outbound_state"))
+    assert {sf_id for sf_id, s in state.items() if s != PENDING} == first_ids
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("sync-")]
+
+    monkeypatch.setattr(RunLease, "renew", renew)
+    sent.clear()
+    second = sync_run_push(connection=org_connection)
+
+    assert second.status == SyncRun.Status.OK, second.error
+    second_ids = [sf_id for _, batch in sent for sf_id in batch]
+    assert len(second_ids) == len(set(second_ids)) == len(pks) - len(first_ids)
+    assert not first_ids & set(second_ids)
+    assert not SyncedRecord.objects.filter(pk__in=pks).exclude(outbound_state=CLEAN).exists()
