@@ -18,6 +18,8 @@ def prefetched(pages: Iterator[T]) -> Iterator[T]:
 
     Network time then overlaps database time. The cursor still advances only after each page
     is committed, and an error (budget, transient, auth) surfaces after the pages before it.
+    Close it when done (`contextlib.closing`): a caller that stops early otherwise leaves the
+    thread waiting, with its database connection, until garbage collection.
     """
     slot: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()

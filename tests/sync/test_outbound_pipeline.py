@@ -52,6 +52,16 @@ def sent_fixture(monkeypatch):
     return calls
 
 
+def sent_ids(sent) -> list[str]:
+    """Every record id the collection calls carried, in the order sent."""
+    return [sf_id for _, batch in sent for sf_id in batch]
+
+
+def sync_threads() -> list[str]:
+    """The push's own threads still alive (loader, sender)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("sync-")]
+
+
 def composite_ok(emulator) -> int:
     return sum(1 for e in emulator.org.request_log if e.kind == "composite" and e.status == 200)
 
@@ -97,7 +107,7 @@ def test_pipelined_push_lands_every_batch(emulator, org_connection, no_enqueue, 
     # Every call from the one sender thread, each record sent once, in id order.
     assert len({name for name, _ in sent}) == 1
     assert sent[0][0].startswith("sync-push")
-    ids = [sf_id for _, batch in sent for sf_id in batch]
+    ids = sent_ids(sent)
     assert len(ids) == len(set(ids)) == len(pks)
     by_id = dict(SyncedRecord.objects.filter(pk__in=pks).values_list("sf_id", "pk"))
     assert [by_id[sf_id] for sf_id in ids] == pks
@@ -144,7 +154,7 @@ def test_budget_stop_on_a_middle_call_resumes_without_writing_twice(
     assert first.details["pipelined"] is True
     assert first.pushed + first.failed == 2 * BATCH
     assert emulator.org.count_requests("composite") == 2
-    first_ids = {sf_id for _, batch in sent for sf_id in batch}
+    first_ids = set(sent_ids(sent))
     done = SyncedRecord.objects.filter(pk__in=pks).exclude(outbound_state=PENDING)
     assert {r.sf_id for r in done} == first_ids
     assert list(done.order_by("pk").values_list("pk", flat=True)) == pks[: 2 * BATCH]
@@ -163,7 +173,7 @@ def test_budget_stop_on_a_middle_call_resumes_without_writing_twice(
     assert second.pushed == len(pks) - 2 * BATCH
     rest = math.ceil((len(pks) - 2 * BATCH) / BATCH)
     assert emulator.org.count_requests("composite") == rest
-    second_ids = [sf_id for _, batch in sent for sf_id in batch]
+    second_ids = sent_ids(sent)
     assert len(second_ids) == len(set(second_ids)) == len(pks) - 2 * BATCH
     assert not first_ids & set(second_ids)
     for sf_id, stamp in stamps.items():
@@ -194,7 +204,7 @@ def test_transient_failure_on_a_middle_call(
     assert first.details["pipelined"] is True
     assert first.status not in (SyncRun.Status.OK, SyncRun.Status.RUNNING)
     # The threads that loaded batches and sent calls stopped with the push.
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("sync-")]
+    assert not sync_threads()
     assert composite_ok(emulator) == 2
     assert emulator.org.count_requests("composite") == 4
     state = dict(SyncedRecord.objects.filter(pk__in=pks).values_list("pk", "outbound_state"))
@@ -220,7 +230,7 @@ def test_transient_failure_on_a_middle_call(
     assert second.pushed == len(pks) - 3 * BATCH
     assert emulator.org.count_requests("composite") == math.ceil(second.pushed / BATCH)
     by_id = dict(SyncedRecord.objects.filter(pk__in=pks).values_list("sf_id", "pk"))
-    assert sorted(by_id[sf_id] for _, batch in sent for sf_id in batch) == pks[3 * BATCH :]
+    assert sorted(by_id[sf_id] for sf_id in sent_ids(sent)) == pks[3 * BATCH :]
     for sf_id, stamp in stamps.items():
         assert emulator.org.get_record("Lead", sf_id)["SystemModstamp"] == stamp
     for lead in SyncedRecord.objects.filter(pk__in=pks).exclude(outbound_state=FAILED):
@@ -262,7 +272,7 @@ def test_an_expired_session_is_renewed_in_the_sender_thread(
     assert [name[:9] for name in renewed_in] == ["sync-push"]
     org_connection.refresh_from_db()
     assert org_connection.token_ciphertext and org_connection.token_ciphertext != token_before
-    ids = [sf_id for _, batch in sent for sf_id in batch]
+    ids = sent_ids(sent)
     assert len(ids) == len(set(ids)) == len(pks)
     assert not SyncedRecord.objects.filter(pk__in=pks).exclude(outbound_state=CLEAN).exists()
 
@@ -289,18 +299,18 @@ def test_a_lease_lost_mid_push_saves_what_was_sent_and_sends_nothing_twice(
 
     assert first.status == SyncRun.Status.FAILED
     # Whatever had been sent when the lease was lost is saved; nothing after it is sent.
-    first_ids = {sf_id for _, batch in sent for sf_id in batch}
+    first_ids = set(sent_ids(sent))
     assert 2 * BATCH <= len(first_ids) < len(pks)
     state = dict(SyncedRecord.objects.filter(pk__in=pks).values_list("sf_id", "outbound_state"))
     assert {sf_id for sf_id, s in state.items() if s != PENDING} == first_ids
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("sync-")]
+    assert not sync_threads()
 
     monkeypatch.setattr(RunLease, "renew", renew)
     sent.clear()
     second = sync_run_push(connection=org_connection)
 
     assert second.status == SyncRun.Status.OK, second.error
-    second_ids = [sf_id for _, batch in sent for sf_id in batch]
+    second_ids = sent_ids(sent)
     assert len(second_ids) == len(set(second_ids)) == len(pks) - len(first_ids)
     assert not first_ids & set(second_ids)
     assert not SyncedRecord.objects.filter(pk__in=pks).exclude(outbound_state=CLEAN).exists()
