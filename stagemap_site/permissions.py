@@ -26,7 +26,12 @@ def role_permissions(group_name: str):
             | Q(content_type__app_label="sync", codename="change_syncedrecord")
         )
     elif group_name == ADMINS:
-        rule = in_apps | Q(content_type__app_label="django_q")
+        # A schedule or task names a function the worker runs; adding or changing one is code
+        # execution, so admins only look at the queue and clear failed tasks.
+        task_queue = Q(content_type__app_label="django_q") & (
+            Q(codename__startswith="view_") | Q(codename="delete_failure")
+        )
+        rule = in_apps | task_queue
     else:
         raise ValueError(f"unknown stagemap group {group_name!r}")
     return Permission.objects.filter(rule)

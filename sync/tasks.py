@@ -8,6 +8,12 @@ from connections.models import Connection
 
 logger = logging.getLogger(__name__)
 
+TASK_REFUSED = "refused: {func} is not a stagemap task"
+
+
+class TaskRefused(Exception):
+    pass
+
 
 def _active_connection_ids() -> list[int]:
     return list(
@@ -70,3 +76,9 @@ def schedule_push_all() -> int:
 
 def enqueue_inbound(connection_id: int, *, full: bool = False, trigger: str = "admin") -> str:
     return async_task("sync.tasks.task_delta", connection_id, trigger, full, group="inbound")
+
+
+def task_refused(func: str, *args, **kwargs) -> None:
+    """Runs instead of a queued function that is not a stagemap task (stagemap_site.task_guard);
+    the refused function's arguments are ignored, so the task fails and nothing else runs."""
+    raise TaskRefused(TASK_REFUSED.format(func=func))
