@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import tablib
 from django.core.exceptions import ValidationError
 from import_export import resources, widgets
 from import_export.fields import Field
 
+from mappings.csv_cells import escape_cell, unescape_cell
 from mappings.models import PicklistValue, Stage
 from mappings.services.values import MappingChange, MappingRuleError, picklist_values_apply
 
@@ -61,7 +63,12 @@ class StrictBooleanWidget(widgets.BooleanWidget):
 
 
 class PicklistValueMappingResource(resources.ModelResource):
-    """Only stage and outbound are imported; rows name values Salesforce already reported."""
+    """Only stage and outbound are imported; rows name values Salesforce already reported.
+
+    Every text cell is exported through escape_cell and imported through unescape_cell, in
+    every format (the admin's CSV, TSV, XLSX, ... and export_mappings), so no cell runs as a
+    spreadsheet formula and an exported file imports back unchanged.
+    """
 
     connection_name = Field(
         attribute="field_mapping__connection__name", column_name="connection", readonly=True
@@ -109,10 +116,13 @@ class PicklistValueMappingResource(resources.ModelResource):
             "value",
         )
 
+    def export_field(self, field, instance, **kwargs):
+        return escape_cell(super().export_field(field, instance, **kwargs))
+
     def import_data(self, dataset, *args, **kwargs):
         # A file with one bad row imports nothing, whichever front door calls this.
         kwargs["rollback_on_validation_errors"] = True
-        return super().import_data(dataset, *args, **kwargs)
+        return super().import_data(_unescaped(dataset), *args, **kwargs)
 
     def before_import(self, dataset, **kwargs):
         self._pending.clear()
@@ -182,3 +192,10 @@ class PicklistValueMappingResource(resources.ModelResource):
                     _instance, number, row = self._pending.get(pk, (None, 0, {}))
                     result.append_invalid_row(number, row, ValidationError({"stage": messages}))
         self._pending.clear()
+
+
+def _unescaped(dataset: tablib.Dataset) -> tablib.Dataset:
+    copy = tablib.Dataset(headers=dataset.headers)
+    for row in dataset:
+        copy.append([unescape_cell(cell) for cell in row])
+    return copy

@@ -15,7 +15,10 @@ REQUIRED_COLUMNS = ("connection", "object", "field", "value", "stage", "outbound
 
 
 def mappings_export(*, connection: Connection) -> str:
-    """The connection's value mappings as CSV text (connection, object, field, value, ...)."""
+    """The connection's value mappings as CSV text (connection, object, field, value, ...).
+
+    Cells that a spreadsheet would run as formulas are quoted by the resource (csv_cells).
+    """
     resource = PicklistValueMappingResource(connection=connection)
     return resource.export(queryset=resource.get_export_queryset()).csv
 

@@ -1,4 +1,9 @@
-"""Export the stored records of a connection as CSV or JSON."""
+"""Export the stored records of a connection as CSV or JSON.
+
+CSV cells go through mappings.csv_cells.escape_cell, so a raw value such as ``=cmd|...`` never
+runs as a formula when the file is opened in a spreadsheet. JSON is not opened by spreadsheets
+and is read by programs, so its values stay raw.
+"""
 
 import csv
 import json
@@ -6,6 +11,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from connections.models import Connection
+from mappings.csv_cells import escape_cell
 from sync.selectors import EXPORT_COLUMNS, records_export
 
 UNKNOWN_CONNECTION = "Unknown connection {name}."
@@ -44,7 +50,7 @@ def _write(stream, rows, format: str) -> int:
         writer = csv.DictWriter(_Raw(stream), fieldnames=EXPORT_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow(row)
+            writer.writerow({column: escape_cell(value) for column, value in row.items()})
             count += 1
         return count
     # JSON streamed row by row, so a large export never sits in memory.
