@@ -4,31 +4,38 @@ Everything above this module calls `client_for(connection)` and the client's met
 catches the exceptions defined here. Records come back as plain dicts of field -> value with
 Salesforce's `attributes` removed; datetime fields stay Salesforce strings, turned into aware
 datetimes by `parse_datetime`.
+
+Every text Salesforce sends back in an error (code, message, fields) passes through `redact`
+here, before anything above can keep or show it; an answer not shaped as documented raises
+SalesforceError with CODE_MALFORMED instead of a KeyError or TypeError further up.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import logging
+import math
 import os
 import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, quote_plus, urlparse
 
 import certifi
 import jwt
 import requests
 from django.conf import settings
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 from simple_salesforce import exceptions as sf_exceptions
@@ -41,6 +48,10 @@ logger = logging.getLogger(__name__)
 MASTER_RECORD_TYPE_ID = "012000000000000AAA"
 COLLECTION_BATCH_SIZE = 200
 QUERY_PAGE_SIZE = 2000
+# Salesforce never pages a query in fewer than 200 records (batchSize is clamped to 200..2000):
+# with a little slack, that bounds how many pages a query's totalSize allows.
+QUERY_MIN_PAGE_SIZE = 200
+QUERY_PAGE_SLACK = 2
 
 
 class SalesforceError(Exception):
@@ -226,11 +237,45 @@ ERR_CA_BUNDLE_MISSING = "STAGEMAP_SALESFORCE_CA_BUNDLE points to a file that doe
 ERR_NOT_JSON = "Salesforce answered with something that is not JSON (HTTP {status})."
 ERR_BAD_NAME = "Not a Salesforce API name: {name!r}."
 ERR_EMPTY_RESULT = "Salesforce answered an update with an empty body."
+ERR_MALFORMED = "Salesforce sent a malformed answer to {what}: {detail}."
+ERR_RESULT_COUNT = (
+    "Salesforce answered {got} results for the {sent} records of one collection call; "
+    "none of them is taken as written."
+)
+ERR_QUERY_REPEATED = (
+    "Salesforce sent the same nextRecordsUrl twice; the query stopped instead of reading "
+    "that page again."
+)
+ERR_QUERY_OVERFLOW = (
+    "Salesforce sent more {what} than the query's totalSize of {total} allows; the query stopped."
+)
+ERR_QUERY_NEXT_URL = (
+    "Salesforce sent a nextRecordsUrl that is not a /services/data/ path; the query stopped."
+)
+DETAIL_TYPE = "{item} is {got} where {expected} belongs"
+DETAIL_NO_VALUE = "a picklist entry of {field} has no value"
+DETAIL_SHAPE = "its content is not shaped as documented"
+WHAT_TOKEN = "the token request"
+WHAT_CALL = "the call to {path}"
+WHAT_DESCRIBE = "the describe of {object}"
+WHAT_QUERY = "a query"
+WHAT_UPDATED = "the updated ids of {object}"
+WHAT_DELETED = "the deleted records of {object}"
+WHAT_UPDATE = "an update of {object} records"
+WHAT_LIMITS = "the limits call"
+WHAT_PICKLISTS = "the picklist values of {object} for a record type"
 
 CODE_PAUSED = "CONNECTION_PAUSED"
 CODE_BUDGET = "API_BUDGET_EXHAUSTED"
 CODE_LIMIT = "REQUEST_LIMIT_EXCEEDED"
 CODE_TLS = "TLS_UNTRUSTED"
+CODE_MALFORMED = "MALFORMED_RESPONSE"
+# Stands in for an error code that is not a short identifier: a code never carries text.
+CODE_UNRECOGNISED = "UNRECOGNISED_ERROR_CODE"
+REDACTED = "[redacted]"
+MAX_ERROR_TEXT = 1000
+MAX_ERROR_FIELDS = 50
+MAX_FIELD_TEXT = 255
 
 # Usage persisted longer ago than this no longer blocks a call: the next call refreshes it,
 # otherwise a spent budget would block forever (Salesforce's window is a rolling 24 h).
@@ -244,6 +289,11 @@ _RECORD_TYPE_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _ID_URL = re.compile(r"/id/(?P<org>[A-Za-z0-9]{15,18})/(?P<user>[A-Za-z0-9]{15,18})/?$")
 _LIMIT_INFO = re.compile(r"api-usage=(?P<used>\d+)/(?P<max>\d+)")
 _BEARER_LIKE = re.compile(r"00D[A-Za-z0-9]{12,15}![A-Za-z0-9._-]+")
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_SALESFORCE_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
+_SELECTED = re.compile(r"^\s*SELECT\s+(?P<fields>.*?)\s+FROM\s", re.IGNORECASE | re.DOTALL)
+# Fields the callers of query() read by key and parse: when selected, each record has them.
+_KEYED_FIELDS = ("Id", "SystemModstamp")
 
 _sleep = time.sleep
 
@@ -328,13 +378,146 @@ def new_http_session() -> requests.Session:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _scrub(text: str, secrets: list[str]) -> str:
-    """Remove every secret (and anything shaped like an access token) from a message."""
-    text = str(text or "")
-    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, "[redacted]")
-    text = _BEARER_LIKE.sub("[redacted]", text)
-    return text[:1000]
+def redact(text: Any, *, secrets: Iterable[str] = ()) -> str:
+    """Text that came from Salesforce, made safe to store, log, print and render.
+
+    Every secret, as sent (plain or URL-encoded, any case; a multi-line secret also line by
+    line), and anything shaped like a Salesforce session id (`00D...!...`) becomes
+    [redacted]. Redacted before it is cut to MAX_ERROR_TEXT, so no secret is cut in half.
+    """
+    text = "" if text is None else str(text)
+    variants: set[str] = set()
+    for secret in secrets:
+        secret = str(secret or "")
+        for part in {secret, *(line.strip() for line in secret.splitlines())}:
+            if len(part) >= 4 and (part == secret or len(part) >= 16):
+                variants.update({part, quote_plus(part), quote(part, safe="")})
+    if variants:
+        pattern = "|".join(re.escape(v) for v in sorted(variants, key=len, reverse=True))
+        text = re.sub(pattern, REDACTED, text, flags=re.IGNORECASE)
+    return _BEARER_LIKE.sub(REDACTED, text)[:MAX_ERROR_TEXT]
+
+
+def _error_code(raw: Any, secrets: Iterable[str]) -> str:
+    """A Salesforce error code, redacted, and only if it is still a short identifier."""
+    if raw is None or raw == "":
+        return ""
+    code = redact(raw, secrets=secrets)
+    return code if _ERROR_CODE.fullmatch(code) else CODE_UNRECOGNISED
+
+
+def _error_fields(raw: Any, secrets: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list | tuple):
+        return ()
+    return tuple(
+        redact(name, secrets=secrets)[:MAX_FIELD_TEXT]
+        for name in raw[:MAX_ERROR_FIELDS]
+        if name is not None
+    )
+
+
+def _basic_auth_values(auth: tuple | None) -> list[str]:
+    """The HTTP Basic header value for (user, secret), as requests encodes it."""
+    if not auth:
+        return []
+    values = []
+    for encoding in ("latin-1", "utf-8"):
+        try:
+            raw = f"{auth[0]}:{auth[1]}".encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        values.append(base64.b64encode(raw).decode("ascii"))
+    return values
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    for kind, name in ((dict, "an object"), (list, "an array"), (str, "a text"),
+                       (int | float, "a number")):
+        if isinstance(value, kind):
+            return name
+    return "something else"
+
+
+def _malformed(what: str, detail: str) -> SalesforceError:
+    return SalesforceError(ERR_MALFORMED.format(what=what, detail=detail), code=CODE_MALFORMED)
+
+
+def _expect(value: Any, kind: type, what: str, item: str, *, optional: bool = False) -> Any:
+    """`value` if it is a `kind` (None too, as the empty value, when optional)."""
+    if value is None and optional:
+        return kind()
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    expected = {dict: "an object", list: "an array", str: "a text"}.get(kind, kind.__name__)
+    raise _malformed(what, DETAIL_TYPE.format(item=item, got=_kind(value), expected=expected))
+
+
+@contextmanager
+def _parsing(what: str) -> Iterator[None]:
+    """Parsing errors in an answer become a SalesforceError naming the call."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise _malformed(what, DETAIL_SHAPE) from None
+
+
+def _shown_name(name: str) -> str:
+    """A name from Salesforce for a message: only if it is an API name (it may be anything)."""
+    return name if _API_NAME.match(name) else "a field"
+
+
+def _entry_value(entry: Any, what: str, field_name: str) -> str:
+    """The API name of a picklist entry; an entry without one is a malformed answer."""
+    value = _expect(entry, dict, what, "a picklist entry").get("value")
+    if not isinstance(value, str) or not value:
+        raise _malformed(what, DETAIL_NO_VALUE.format(field=_shown_name(field_name)))
+    return value
+
+
+def _field_describe(raw: dict, what: str) -> FieldDescribe:
+    name = _expect(raw.get("name"), str, what, "a field name")
+    if not name:
+        raise _malformed(what, DETAIL_TYPE.format(item="a field name", got="empty",
+                                                  expected="a name"))
+    entries = []
+    for entry in _expect(raw.get("picklistValues"), list, what, "picklistValues", optional=True):
+        value = _entry_value(entry, what, name)
+        entries.append(
+            PicklistEntry(
+                value=value,
+                label=_expect(entry.get("label"), str, what, "a label", optional=True) or value,
+                active=bool(entry.get("active", True)),
+                default=bool(entry.get("defaultValue")),
+                valid_for=_expect(entry.get("validFor"), str, what, "validFor", optional=True)
+                or None,
+            )
+        )
+    return FieldDescribe(
+        name=name,
+        label=_expect(raw.get("label"), str, what, "a field label", optional=True) or name,
+        type=_expect(raw.get("type"), str, what, "a field type", optional=True),
+        updateable=bool(raw.get("updateable")),
+        nillable=bool(raw.get("nillable", True)),
+        custom=bool(raw.get("custom")),
+        restricted_picklist=bool(raw.get("restrictedPicklist")),
+        length=int(raw.get("length") or 0),
+        picklist_values=tuple(entries),
+    )
+
+
+def _row_text(row: dict, *names: str) -> str:
+    """The first of the row's fields that holds a text."""
+    return next((v for n in names if isinstance(v := row.get(n), str) and v), "")
+
+
+def _identity_id(value: Any) -> str:
+    return value if isinstance(value, str) and _SALESFORCE_ID.fullmatch(value) else ""
 
 
 def _check_api_name(name: str) -> str:
@@ -371,11 +554,12 @@ def _get_page(sf: Salesforce, url: str, headers: dict, *, name: str, params=None
     if response.status_code >= 300:
         exception_handler(response, name=name)
     body = response.content
-    page = json.loads(body)
-    records = page.get("records") or []
+    page = _expect(json.loads(body), dict, WHAT_QUERY, "the page")
+    records = page["records"] = _expect(page.get("records"), list, WHAT_QUERY, "records",
+                                        optional=True)
     stripped = 0
     for record in records:
-        if record.pop("attributes", None) is not None:
+        if _expect(record, dict, WHAT_QUERY, "a record").pop("attributes", None) is not None:
             stripped += 1
     # Relationship fields and subqueries carry their own `attributes`: strip those recursively.
     if body.count(b'"attributes"') != stripped:
@@ -388,21 +572,24 @@ def _api_version(connection) -> str:
     return version[1:] if version[:1] in ("v", "V") else version
 
 
-def _first_error(content: Any) -> tuple[str, str, tuple[str, ...]]:
+def _parse_error(content: Any, secrets: Iterable[str]) -> tuple[str, str, tuple[str, ...]]:
+    """Code, message and fields of a Salesforce error body, all redacted."""
+    secrets = list(secrets)
     if isinstance(content, list) and content and isinstance(content[0], dict):
         entry = content[0]
-        return (
-            str(entry.get("errorCode") or entry.get("statusCode") or ""),
-            str(entry.get("message") or ""),
-            tuple(entry.get("fields") or ()),
-        )
-    if isinstance(content, dict):
-        return (
-            str(content.get("errorCode") or content.get("error") or ""),
-            str(content.get("message") or content.get("error_description") or ""),
-            (),
-        )
-    return "", "", ()
+        raw = (entry.get("errorCode") or entry.get("statusCode"), entry.get("message"),
+               entry.get("fields"))
+    elif isinstance(content, dict):
+        raw = (content.get("errorCode") or content.get("error"),
+               content.get("message") or content.get("error_description"), None)
+    else:
+        return "", "", ()
+    code, message, fields = raw
+    return (
+        _error_code(code, secrets),
+        redact(message or "", secrets=secrets),
+        _error_fields(fields, secrets),
+    )
 
 
 # --- OAuth ----------------------------------------------------------------------------------
@@ -432,6 +619,7 @@ def _jwt_audience(connection) -> str:
     return connection.login_url.rstrip("/")
 
 
+@sensitive_variables()
 def _jwt_assertion(connection, private_key: str) -> str:
     claims = {
         "iss": connection.consumer_key,
@@ -451,6 +639,7 @@ def _require(value: str, name: str, message: str = ERR_MISSING_SECRET) -> str:
     return value
 
 
+@sensitive_variables()
 def _token_request(connection, secrets: dict) -> tuple[dict, tuple | None]:
     """The token endpoint's form and HTTP basic auth for the connection's auth method."""
     method = connection.auth_method
@@ -501,14 +690,24 @@ def _backoff(attempt: int) -> None:
         _sleep(delay)
 
 
-def _obtain_token(connection, secrets: dict, session: requests.Session) -> _Token:
+@sensitive_variables()
+def _obtain_token(
+    connection, secrets: dict, session: requests.Session, *, sent: list[str] | None = None
+) -> _Token:
     """POST the connection's login URL's token endpoint (never simple-salesforce's login
-    helpers: they only know *.salesforce.com)."""
+    helpers: they only know *.salesforce.com).
+
+    `sent` collects every secret the request carried (the JWT assertion, the Basic header,
+    a refresh token we got back), so the client can redact them from later answers too.
+    """
     form, auth = _token_request(connection, secrets)
     url = connection.login_url.rstrip("/") + TOKEN_PATH
     host = urlparse(url).hostname or ""
     retries = int(settings.STAGEMAP_SALESFORCE_RETRIES)
-    secret_values = [str(v) for v in secrets.values()] + [form.get("assertion", "")]
+    carried = [form.get("assertion", ""), *_basic_auth_values(auth)]
+    if sent is not None:
+        sent.extend(v for v in carried if v)
+    secret_values = [str(v) for v in secrets.values()] + carried
     attempt = 0
     while True:
         reason = ""
@@ -543,14 +742,23 @@ def _obtain_token(connection, secrets: dict, session: requests.Session) -> _Toke
     except ValueError:
         body = None
     if response.status_code == 200 and isinstance(body, dict) and body.get("access_token"):
-        return _Token(
-            access_token=body["access_token"],
-            instance_url=(body.get("instance_url") or connection.instance_url).rstrip("/"),
-            id_url=body.get("id") or "",
-        )
+        access_token = body["access_token"]
+        instance_url = body.get("instance_url") or connection.instance_url
+        id_url = body.get("id") or ""
+        if sent is not None:
+            sent.extend(v for v in (access_token, body.get("refresh_token")) if isinstance(v, str))
+        for item, value in (("access_token", access_token), ("instance_url", instance_url),
+                            ("id", id_url)):
+            _expect(value, str, WHAT_TOKEN, item)
+        # The token goes wherever instance_url points: never anywhere but https.
+        if not instance_url.lower().startswith("https://"):
+            raise _malformed(WHAT_TOKEN, DETAIL_TYPE.format(
+                item="instance_url", got="not an https URL", expected="an https URL"))
+        return _Token(access_token=access_token, instance_url=instance_url.rstrip("/"),
+                      id_url=id_url)
     if isinstance(body, dict) and body.get("error"):
-        code = str(body.get("error"))
-        description = _scrub(body.get("error_description") or "", secret_values)
+        code = _error_code(body.get("error"), secret_values)
+        description = redact(body.get("error_description") or "", secrets=secret_values)
         raise AuthenticationFailed(
             ERR_AUTH_REFUSED.format(code=code, description=description),
             code=code,
@@ -584,6 +792,10 @@ class SalesforceClient:
         self._session.hooks["response"].append(self._on_response)
         self._secrets: dict = crypto.decrypt_json(connection.secrets_ciphertext)
         self._token: _Token | None = None
+        # Tokens this client used before the current one, and what its token requests carried:
+        # an answer may still echo them.
+        self._previous_tokens: list[str] = []
+        self._sent_secrets: list[str] = []
         self._sf: Salesforce | None = None
         self._usage: ApiUsage | None = None
         self._usage_at: datetime | None = connection.api_usage_at
@@ -602,9 +814,15 @@ class SalesforceClient:
 
     def _secret_values(self) -> list[str]:
         values = [str(v) for v in self._secrets.values()]
+        values += self._previous_tokens + self._sent_secrets
         if self._token:
             values.append(self._token.access_token)
         return values
+
+    def redact(self, text: Any) -> str:
+        """`redact` with this connection's secrets, tokens (current and earlier) and what its
+        token requests carried: for any text from Salesforce before it is kept or shown."""
+        return redact(text, secrets=self._secret_values())
 
     def _save(self, **fields: Any) -> None:
         for name, value in fields.items():
@@ -613,6 +831,8 @@ class SalesforceClient:
             _connection_model().objects.filter(pk=self.connection.pk).update(**fields)
 
     def _use(self, token: _Token) -> None:
+        if self._token is not None and self._token.access_token != token.access_token:
+            self._previous_tokens.append(self._token.access_token)
         self._token = token
         self._sf = Salesforce(
             instance_url=token.instance_url,
@@ -649,7 +869,9 @@ class SalesforceClient:
     def authenticate(self) -> None:
         """Obtain a fresh token from the login URL and cache it (encrypted)."""
         try:
-            token = _obtain_token(self.connection, self._secrets, self._session)
+            token = _obtain_token(
+                self.connection, self._secrets, self._session, sent=self._sent_secrets
+            )
         except AuthenticationFailed as exc:
             self._mark_auth_failed(exc.message)
             raise
@@ -715,8 +937,7 @@ class SalesforceClient:
     def _error(self, exc: sf_exceptions.SalesforceError) -> SalesforceError | None:
         """Our exception for a Salesforce error response, or None when it is transient."""
         status = getattr(exc, "status", None)
-        code, message, fields = _first_error(getattr(exc, "content", None))
-        message = _scrub(message, self._secret_values())
+        code, message, fields = _parse_error(getattr(exc, "content", None), self._secret_values())
         if code == CODE_LIMIT:
             return ApiLimitExceeded(
                 ERR_LIMIT.format(message=message), code=code, status=status, fields=fields
@@ -757,7 +978,7 @@ class SalesforceClient:
                     if error is not None:
                         raise error from None
                     status = exc.status
-                    code, _, _ = _first_error(exc.content)
+                    code, _, _ = _parse_error(exc.content, self._secret_values())
                     reason = f"HTTP {status} {code}".strip()
                 except requests.exceptions.SSLError:
                     host = urlparse(self._token.instance_url).hostname if self._token else ""
@@ -789,7 +1010,14 @@ class SalesforceClient:
                 self.save_usage()
 
     def _restful(self, path: str, *, budget: bool = True, **kwargs: Any) -> Any:
-        return self._request(lambda sf: sf.restful(path, **kwargs), budget=budget)
+        def call(sf: Salesforce) -> Any:
+            try:
+                return sf.restful(path, **kwargs)
+            except (TypeError, AttributeError, KeyError):
+                # simple-salesforce takes len() of the parsed body: JSON null or a number fails.
+                raise _malformed(WHAT_CALL.format(path=path), DETAIL_SHAPE) from None
+
+        return self._request(call, budget=budget)
 
     def _get_absolute(self, url: str) -> Any:
         """GET a full URL on Salesforce (identity URL) with the session's bearer token."""
@@ -830,9 +1058,11 @@ class SalesforceClient:
         except SalesforceError:
             info = {}
         if isinstance(info, dict):
-            org_id = info.get("organization_id") or org_id
-            user_id = info.get("user_id") or user_id
-            username = info.get("username") or info.get("preferred_username") or ""
+            # Ids only when shaped as ids; the user name is Salesforce text like any other.
+            org_id = _identity_id(info.get("organization_id")) or org_id
+            user_id = _identity_id(info.get("user_id")) or user_id
+            name = info.get("username") or info.get("preferred_username") or ""
+            username = self.redact(name)[:MAX_FIELD_TEXT] if isinstance(name, str) else ""
         if not org_id and self._token and "!" in self._token.access_token:
             # A Salesforce access token starts with the 15-character org id and "!".
             org_id = self._token.access_token.split("!", 1)[0][:15]
@@ -846,51 +1076,48 @@ class SalesforceClient:
 
     def describe(self, object_name: str) -> ObjectDescribe:
         body = self._restful(f"sobjects/{_check_api_name(object_name)}/describe")
-        fields = {}
-        for raw in body.get("fields", []):
-            fields[raw["name"]] = FieldDescribe(
-                name=raw["name"],
-                label=raw.get("label") or raw["name"],
-                type=raw.get("type") or "",
-                updateable=bool(raw.get("updateable")),
-                nillable=bool(raw.get("nillable", True)),
-                custom=bool(raw.get("custom")),
-                restricted_picklist=bool(raw.get("restrictedPicklist")),
-                length=int(raw.get("length") or 0),
-                picklist_values=tuple(
-                    PicklistEntry(
-                        value=entry["value"],
-                        label=entry.get("label") or entry["value"],
-                        active=bool(entry.get("active", True)),
-                        default=bool(entry.get("defaultValue")),
-                        valid_for=entry.get("validFor"),
+        what = WHAT_DESCRIBE.format(object=object_name)
+        with _parsing(what):
+            body = _expect(body, dict, what, "the answer")
+            fields = {}
+            for raw in _expect(body.get("fields"), list, what, "fields", optional=True):
+                field_describe = _field_describe(_expect(raw, dict, what, "a field"), what)
+                fields[field_describe.name] = field_describe
+            record_types = tuple(
+                RecordTypeInfo(
+                    id=_expect(raw.get("recordTypeId"), str, what, "a recordTypeId"),
+                    name=_expect(raw.get("name"), str, what, "a record type name", optional=True),
+                    developer_name=_expect(
+                        raw.get("developerName"), str, what, "a developerName", optional=True
+                    ),
+                    active=bool(raw.get("active", True)),
+                    available=bool(raw.get("available", True)),
+                    master=bool(raw.get("master")),
+                    default=bool(raw.get("defaultRecordTypeMapping")),
+                )
+                for raw in (
+                    _expect(entry, dict, what, "a record type")
+                    for entry in _expect(
+                        body.get("recordTypeInfos"), list, what, "recordTypeInfos", optional=True
                     )
-                    for entry in raw.get("picklistValues") or ()
-                ),
+                )
             )
-        record_types = tuple(
-            RecordTypeInfo(
-                id=raw["recordTypeId"],
-                name=raw.get("name") or "",
-                developer_name=raw.get("developerName") or "",
-                active=bool(raw.get("active", True)),
-                available=bool(raw.get("available", True)),
-                master=bool(raw.get("master")),
-                default=bool(raw.get("defaultRecordTypeMapping")),
+            return ObjectDescribe(
+                name=_expect(body.get("name"), str, what, "name", optional=True) or object_name,
+                label=_expect(body.get("label"), str, what, "label", optional=True)
+                or object_name,
+                fields=fields,
+                record_types=record_types,
             )
-            for raw in body.get("recordTypeInfos") or ()
-        )
-        return ObjectDescribe(
-            name=body.get("name") or object_name,
-            label=body.get("label") or object_name,
-            fields=fields,
-            record_types=record_types,
-        )
 
     def query(
         self, soql: str, *, include_deleted: bool = False, batch_size: int = QUERY_PAGE_SIZE
     ) -> Iterator[list[dict]]:
-        """Yield one list of records per page, following nextRecordsUrl lazily."""
+        """Yield one list of records per page, following nextRecordsUrl lazily.
+
+        A page that repeats, or more pages or records than the first page's totalSize allows,
+        stops the query with a SalesforceError before anything of that page is yielded.
+        """
         size = max(200, min(int(batch_size), QUERY_PAGE_SIZE))
         headers = {"Sforce-Query-Options": f"batchSize={size}"}
 
@@ -898,12 +1125,47 @@ class SalesforceClient:
             url = sf.base_url + ("queryAll/" if include_deleted else "query/")
             return _get_page(sf, url, headers, params={"q": soql}, name="query")
 
+        selected = _SELECTED.match(soql)
+        names = {n.strip() for n in selected["fields"].split(",")} if selected else set()
+        keyed = [name for name in _KEYED_FIELDS if name in names]
         page = self._request(first)
+        total = page.get("totalSize")
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise _malformed(WHAT_QUERY, DETAIL_TYPE.format(
+                item="totalSize", got=_kind(total), expected="a count"))
+        max_pages = math.ceil(total / QUERY_MIN_PAGE_SIZE) + QUERY_PAGE_SLACK
+        seen: set[str] = set()
+        fetched = 0
         while True:
-            yield page.get("records") or []
+            fetched += len(page["records"])
+            if fetched > total:
+                raise SalesforceError(
+                    ERR_QUERY_OVERFLOW.format(what="records", total=total), code=CODE_MALFORMED
+                )
+            for record in page["records"] if keyed else ():
+                for name in keyed:
+                    if not isinstance(record.get(name), str):
+                        raise _malformed(WHAT_QUERY, DETAIL_TYPE.format(
+                            item=f"a record's {name}", got=_kind(record.get(name)),
+                            expected="a text"))
+            yield page["records"]
             next_url = page.get("nextRecordsUrl")
-            if page.get("done", True) or not next_url:
+            done = page.get("done", True)
+            if not isinstance(done, bool):
+                raise _malformed(WHAT_QUERY, DETAIL_TYPE.format(
+                    item="done", got=_kind(done), expected="a boolean"))
+            if done or not next_url:
                 return
+            # The URL is appended to the instance: only a path there, never another host.
+            if not isinstance(next_url, str) or not next_url.startswith("/services/data/"):
+                raise SalesforceError(ERR_QUERY_NEXT_URL, code=CODE_MALFORMED)
+            if next_url in seen:
+                raise SalesforceError(ERR_QUERY_REPEATED, code=CODE_MALFORMED)
+            seen.add(next_url)
+            if len(seen) + 1 > max_pages:
+                raise SalesforceError(
+                    ERR_QUERY_OVERFLOW.format(what="pages", total=total), code=CODE_MALFORMED
+                )
             page = self._request(
                 lambda sf, url=next_url: _get_page(
                     sf, f"https://{sf.sf_instance}{url}", headers, name="query_more"
@@ -915,31 +1177,47 @@ class SalesforceClient:
             f"sobjects/{_check_api_name(object_name)}/updated/",
             params={"start": _iso(start), "end": _iso(end)},
         )
-        return UpdatedIds(
-            ids=list(body.get("ids") or []),
-            latest_date_covered=parse_datetime(body.get("latestDateCovered")) or _aware_utc(end),
-        )
+        what = WHAT_UPDATED.format(object=object_name)
+        with _parsing(what):
+            body = _expect(body, dict, what, "the answer")
+            ids = _expect(body.get("ids"), list, what, "ids", optional=True)
+            return UpdatedIds(
+                ids=[_expect(record_id, str, what, "an id") for record_id in ids],
+                latest_date_covered=parse_datetime(body.get("latestDateCovered"))
+                or _aware_utc(end),
+            )
 
     def deleted_records(self, object_name: str, start: datetime, end: datetime) -> DeletedRecords:
         body = self._restful(
             f"sobjects/{_check_api_name(object_name)}/deleted/",
             params={"start": _iso(start), "end": _iso(end)},
         )
-        return DeletedRecords(
-            records=[
-                DeletedRecord(id=raw["id"], deleted_at=parse_datetime(raw.get("deletedDate")))
-                for raw in body.get("deletedRecords") or []
-            ],
-            earliest_date_available=parse_datetime(body.get("earliestDateAvailable")),
-            latest_date_covered=parse_datetime(body.get("latestDateCovered")) or _aware_utc(end),
-        )
+        what = WHAT_DELETED.format(object=object_name)
+        with _parsing(what):
+            body = _expect(body, dict, what, "the answer")
+            entries = _expect(body.get("deletedRecords"), list, what, "deletedRecords",
+                              optional=True)
+            return DeletedRecords(
+                records=[
+                    DeletedRecord(
+                        id=_expect(raw.get("id"), str, what, "an id"),
+                        deleted_at=parse_datetime(raw.get("deletedDate")),
+                    )
+                    for raw in (_expect(e, dict, what, "a deleted record") for e in entries)
+                ],
+                earliest_date_available=parse_datetime(body.get("earliestDateAvailable")),
+                latest_date_covered=parse_datetime(body.get("latestDateCovered"))
+                or _aware_utc(end),
+            )
 
     def update_records(self, object_name: str, records: list[dict]) -> list[RecordUpdateResult]:
         """PATCH composite/sobjects, 200 records a call, allOrNone false; results in order.
 
-        Each record is {"Id": ..., "<Field>": value, ...}.
+        Each record is {"Id": ..., "<Field>": value, ...}. An answer that is not one result
+        per record sent raises SalesforceError (CODE_MALFORMED): no result is taken from it.
         """
         _check_api_name(object_name)
+        what = WHAT_UPDATE.format(object=object_name)
         results: list[RecordUpdateResult] = []
         for offset in range(0, len(records), COLLECTION_BATCH_SIZE):
             chunk = records[offset : offset + COLLECTION_BATCH_SIZE]
@@ -955,31 +1233,53 @@ class SalesforceClient:
                 ],
             }
             answer = self._restful("composite/sobjects", method="PATCH", json=body)
-            if not isinstance(answer, list):
+            if answer is None:
                 raise SalesforceError(ERR_EMPTY_RESULT, code="EMPTY_RESPONSE")
-            for record, raw in zip(chunk, answer, strict=False):
-                results.append(
-                    RecordUpdateResult(
-                        id=raw.get("id") or record["Id"],
-                        success=bool(raw.get("success")),
-                        errors=tuple(
-                            RecordUpdateError(
-                                status_code=str(err.get("statusCode") or err.get("errorCode")
-                                                or ""),
-                                message=str(err.get("message") or ""),
-                                fields=tuple(err.get("fields") or ()),
-                            )
-                            for err in raw.get("errors") or ()
-                        ),
-                    )
+            answer = _expect(answer, list, what, "the answer")
+            if len(answer) != len(chunk):
+                raise SalesforceError(
+                    ERR_RESULT_COUNT.format(got=len(answer), sent=len(chunk)),
+                    code=CODE_MALFORMED,
                 )
+            with _parsing(what):
+                results += [
+                    self._update_result(_expect(raw, dict, what, "a result"), record, what)
+                    for record, raw in zip(chunk, answer, strict=True)
+                ]
         return results
+
+    def _update_result(self, raw: dict, record: dict, what: str) -> RecordUpdateResult:
+        success = raw.get("success")
+        if not isinstance(success, bool):
+            raise _malformed(what, DETAIL_TYPE.format(
+                item="success", got=_kind(success), expected="a boolean"))
+        raw_errors = _expect(raw.get("errors"), list, what, "errors", optional=True)
+        secrets = self._secret_values() if raw_errors else []
+        errors = []
+        for err in raw_errors:
+            err = _expect(err, dict, what, "an error")
+            errors.append(
+                RecordUpdateError(
+                    status_code=_error_code(err.get("statusCode") or err.get("errorCode"),
+                                            secrets),
+                    message=redact(err.get("message") or "", secrets=secrets),
+                    fields=_error_fields(err.get("fields"), secrets),
+                )
+            )
+        return RecordUpdateResult(
+            id=_expect(raw.get("id"), str, what, "an id", optional=True) or record["Id"],
+            success=success,
+            errors=tuple(errors),
+        )
 
     def limits(self, *, budget: bool = True) -> ApiUsage:
         body = self._restful("limits/", budget=budget)
-        daily = body.get("DailyApiRequests") or {}
-        maximum = int(daily.get("Max") or 0)
-        usage = ApiUsage(used=maximum - int(daily.get("Remaining") or 0), max=maximum)
+        with _parsing(WHAT_LIMITS):
+            body = _expect(body, dict, WHAT_LIMITS, "the answer")
+            daily = _expect(body.get("DailyApiRequests"), dict, WHAT_LIMITS, "DailyApiRequests",
+                            optional=True)
+            maximum = int(daily.get("Max") or 0)
+            usage = ApiUsage(used=maximum - int(daily.get("Remaining") or 0), max=maximum)
         self._usage, self._usage_at, self._usage_dirty = usage, timezone.now(), True
         if not self._usage_saved_by_caller:
             self.save_usage()
@@ -990,41 +1290,43 @@ class SalesforceClient:
             "SELECT Id, ApiName, MasterLabel, IsConverted, IsDefault, SortOrder "
             "FROM LeadStatus ORDER BY SortOrder"
         )
-        return [
-            LeadStatusInfo(
-                api_name=row.get("ApiName") or row.get("MasterLabel") or "",
-                label=row.get("MasterLabel") or row.get("ApiName") or "",
-                converted=bool(row.get("IsConverted")),
-                default=bool(row.get("IsDefault")),
-                sort_order=int(row.get("SortOrder") or 0),
-            )
-            for page in self.query(soql)
-            for row in page
-        ]
+        with _parsing(WHAT_QUERY):
+            return [
+                LeadStatusInfo(
+                    api_name=_row_text(row, "ApiName", "MasterLabel"),
+                    label=_row_text(row, "MasterLabel", "ApiName"),
+                    converted=bool(row.get("IsConverted")),
+                    default=bool(row.get("IsDefault")),
+                    sort_order=int(row.get("SortOrder") or 0),
+                )
+                for page in self.query(soql)
+                for row in page
+            ]
 
     def opportunity_stages(self) -> list[OpportunityStageInfo]:
         soql = (
             "SELECT Id, ApiName, MasterLabel, SortOrder, IsActive, IsClosed, IsWon, "
             "ForecastCategoryName, DefaultProbability FROM OpportunityStage ORDER BY SortOrder"
         )
-        return [
-            OpportunityStageInfo(
-                api_name=row.get("ApiName") or row.get("MasterLabel") or "",
-                label=row.get("MasterLabel") or row.get("ApiName") or "",
-                sort_order=int(row.get("SortOrder") or 0),
-                active=bool(row.get("IsActive")),
-                closed=bool(row.get("IsClosed")),
-                won=bool(row.get("IsWon")),
-                forecast_category=row.get("ForecastCategoryName") or "",
-                default_probability=(
-                    float(row["DefaultProbability"])
-                    if row.get("DefaultProbability") is not None
-                    else None
-                ),
-            )
-            for page in self.query(soql)
-            for row in page
-        ]
+        with _parsing(WHAT_QUERY):
+            return [
+                OpportunityStageInfo(
+                    api_name=_row_text(row, "ApiName", "MasterLabel"),
+                    label=_row_text(row, "MasterLabel", "ApiName"),
+                    sort_order=int(row.get("SortOrder") or 0),
+                    active=bool(row.get("IsActive")),
+                    closed=bool(row.get("IsClosed")),
+                    won=bool(row.get("IsWon")),
+                    forecast_category=_row_text(row, "ForecastCategoryName"),
+                    default_probability=(
+                        float(row["DefaultProbability"])
+                        if row.get("DefaultProbability") is not None
+                        else None
+                    ),
+                )
+                for page in self.query(soql)
+                for row in page
+            ]
 
     def picklist_values_by_record_type(
         self, object_name: str, record_type_id: str
@@ -1034,29 +1336,37 @@ class SalesforceClient:
         body = self._restful(
             f"ui-api/object-info/{_check_api_name(object_name)}/picklist-values/{record_type_id}"
         )
-        fields = body.get("picklistFieldValues", body) if isinstance(body, dict) else {}
-        result: dict[str, tuple[PicklistEntry, ...]] = {}
-        for name, raw in fields.items():
-            if not isinstance(raw, dict) or "values" not in raw:
-                continue
-            default = raw.get("defaultValue") or {}
-            default_value = default.get("value") if isinstance(default, dict) else default
-            entries = []
-            for entry in raw.get("values") or ():
-                attributes = entry.get("attributes") or {}
-                valid_for = entry.get("validFor")
-                entries.append(
-                    PicklistEntry(
-                        value=entry["value"],
-                        label=entry.get("label") or entry["value"],
-                        active=True,
-                        default=entry["value"] == default_value,
-                        valid_for=",".join(str(i) for i in valid_for) if valid_for else None,
-                        converted=bool(attributes.get("converted")),
+        what = WHAT_PICKLISTS.format(object=object_name)
+        with _parsing(what):
+            body = _expect(body, dict, what, "the answer")
+            fields = _expect(body.get("picklistFieldValues", body), dict, what,
+                             "picklistFieldValues")
+            result: dict[str, tuple[PicklistEntry, ...]] = {}
+            for name, raw in fields.items():
+                if not isinstance(raw, dict) or "values" not in raw:
+                    continue
+                default = raw.get("defaultValue") or {}
+                default_value = default.get("value") if isinstance(default, dict) else default
+                entries = []
+                for entry in _expect(raw.get("values"), list, what, "values", optional=True):
+                    value = _entry_value(entry, what, name)
+                    attributes = entry.get("attributes") or {}
+                    valid_for = entry.get("validFor")
+                    entries.append(
+                        PicklistEntry(
+                            value=value,
+                            label=_expect(entry.get("label"), str, what, "a label",
+                                          optional=True) or value,
+                            active=True,
+                            default=value == default_value,
+                            valid_for=(
+                                ",".join(str(i) for i in valid_for) if valid_for else None
+                            ),
+                            converted=bool(attributes.get("converted")),
+                        )
                     )
-                )
-            result[name] = tuple(entries)
-        return result
+                result[name] = tuple(entries)
+            return result
 
 
 def client_for(connection, *, force_authenticate: bool = False) -> SalesforceClient:

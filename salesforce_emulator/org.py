@@ -55,6 +55,14 @@ class RequestLogEntry(NamedTuple):
         return "other"
 
 
+# `body` of a fault that leaves the answer's body alone (None is the JSON value null).
+NO_BODY: Any = object()
+# How a query fault pages on: the same nextRecordsUrl again, empty pages past the end, or a
+# totalSize smaller than the records it sends.
+QUERY_LOOPS = ("repeat", "endless", "undercount")
+UNSET_STATUS: Any = object()
+
+
 @dataclass
 class Fault:
     status: int | None = 503
@@ -64,6 +72,15 @@ class Fault:
     path_contains: str | None = None
     delay: float | None = None
     drop_connection: bool = False
+    body: Any = NO_BODY
+    raw_body: str | None = None
+    content_type: str | None = None
+    echo: bool = False
+    query_loop: str | None = None
+
+    @property
+    def replaces_body(self) -> bool:
+        return self.body is not NO_BODY or self.raw_body is not None
 
 
 @dataclass
@@ -72,6 +89,7 @@ class Cursor:
     fields: list[str]
     rows: list[Record]
     endpoint: str
+    loop: str | None = None
 
 
 class Org:
@@ -459,18 +477,39 @@ class Org:
 
     # ----- faults -----------------------------------------------------------------------
 
-    def inject_fault(self, status: int | None = 503, error_code: str | None = None,
+    def inject_fault(self, status: int | None = UNSET_STATUS, error_code: str | None = None,
                      message: str | None = None, count: int = 1,
                      path_contains: str | None = None, delay: float | None = None,
-                     drop_connection: bool = False) -> None:
-        """The next `count` matching calls fail (or, with only `delay`, are just slow)."""
+                     drop_connection: bool = False, body: Any = NO_BODY,
+                     raw_body: str | None = None, content_type: str | None = None,
+                     echo: bool = False, query_loop: str | bool | None = None) -> None:
+        """The next `count` matching calls fail (or, with only `delay`, are just slow).
+
+        `body` (any JSON value) or `raw_body` (text sent as is) replaces the answer (status
+        200 unless given); `echo` puts what the request carried into the error; `query_loop`
+        makes the query it hits page on wrongly (see QUERY_LOOPS; True means "repeat").
+        """
+        if query_loop is True:
+            query_loop = "repeat"
+        if query_loop not in (None, False, *QUERY_LOOPS):
+            raise ValueError(f"query_loop must be one of {', '.join(QUERY_LOOPS)}")
+        if raw_body is not None and not isinstance(raw_body, str):
+            raise ValueError("raw_body must be text")
         with self.lock:
-            if delay is not None and error_code is None and not drop_connection \
-                    and status == 503:
-                status = None
+            if status is UNSET_STATUS:
+                if body is not NO_BODY or raw_body is not None:
+                    status = 200
+                elif echo:
+                    status = 400
+                elif query_loop or (delay is not None and error_code is None
+                                    and not drop_connection):
+                    status = None
+                else:
+                    status = 503
             code = error_code or DEFAULT_CODES.get(status or 503, "UNKNOWN_EXCEPTION")
             self._faults.append(Fault(status, code, message or f"Injected fault: {code}", count,
-                                      path_contains, delay, drop_connection))
+                                      path_contains, delay, drop_connection, body, raw_body,
+                                      content_type, echo, query_loop or None))
 
     def set_failure_rate(self, rate: float, seed: int = 0, status: int = 503) -> None:
         with self.lock:

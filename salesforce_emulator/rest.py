@@ -81,7 +81,7 @@ class RestApi:
         return out
 
     def query(self, text: str, include_deleted: bool, version: str,
-              batch_size: int | None) -> dict[str, Any]:
+              batch_size: int | None, loop: str | None = None) -> dict[str, Any]:
         if not text:
             raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
         try:
@@ -106,7 +106,7 @@ class RestApi:
         if result.count_only:
             return {"totalSize": len(result.rows), "done": True, "records": []}
         cursor = Cursor(result.sobject, result.fields, result.rows,
-                        "queryAll" if include_deleted else "query")
+                        "queryAll" if include_deleted else "query", loop)
         return self._page(cursor, None, 0, version, batch_size)
 
     def _page(self, cursor: Cursor, locator: str | None, offset: int, version: str,
@@ -115,6 +115,15 @@ class RestApi:
         total = len(cursor.rows)
         chunk = cursor.rows[offset:offset + size]
         body: dict[str, Any] = {"totalSize": total, "done": offset + size >= total}
+        next_offset = offset + size
+        if cursor.loop == "repeat":
+            body["done"] = False
+            if locator is not None:
+                next_offset = offset
+        elif cursor.loop == "endless":
+            body["done"] = False
+        elif cursor.loop == "undercount":
+            body["totalSize"] = max(0, total // 2 - 1)
         if not body["done"]:
             if locator is None:
                 with self.org.lock:
@@ -124,7 +133,7 @@ class RestApi:
                     while len(self.org.cursors) > MAX_CURSORS:
                         self.org.cursors.popitem(last=False)
             body["nextRecordsUrl"] = (f"/services/data/v{version}/{cursor.endpoint}/"
-                                      f"{locator}-{offset + size}")
+                                      f"{locator}-{next_offset}")
         elif locator is not None:
             with self.org.lock:
                 self.org.cursors.pop(locator, None)

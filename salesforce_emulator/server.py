@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -19,7 +20,7 @@ from salesforce_emulator import auth, control, seed
 from salesforce_emulator.certs import ensure_tls
 from salesforce_emulator.clock import Clock
 from salesforce_emulator.errors import ApiError, invalid_session, not_found
-from salesforce_emulator.org import Org
+from salesforce_emulator.org import NO_BODY, Org
 from salesforce_emulator.persist import Store
 from salesforce_emulator.rest import RestApi
 from salesforce_emulator.state import OrgState
@@ -28,6 +29,7 @@ VERSION_PATH = re.compile(r"^/services/data/v(\d+\.\d)(?:/(.*))?$")
 BATCH_SIZE = re.compile(r"batchSize\s*=\s*(\d+)", re.IGNORECASE)
 VERSIONS = [f"{v}.0" for v in range(50, 64)]
 JSON_TYPE = "application/json;charset=UTF-8"
+OAUTH_PATH = "/services/oauth2/token"
 Response = tuple[int, Any, dict[str, str]]
 
 
@@ -73,7 +75,7 @@ class App:
                      "active": True, "user_type": "STANDARD"}, {}
 
     def rest_call(self, method: str, path: str, query: str, headers: Any,
-                  body: bytes) -> Response:
+                  body: bytes, query_loop: str | None = None) -> Response:
         match = VERSION_PATH.match(path)
         if match is None:
             if path.rstrip("/") == "/services/data" and method == "GET":
@@ -85,7 +87,7 @@ class App:
         version, rest = match.group(1), (match.group(2) or "").strip("/")
         params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
         parts = [unquote(p) for p in rest.split("/")] if rest else []
-        return self.route(method, version, parts, params, headers, body, user)
+        return self.route(method, version, parts, params, headers, body, user, query_loop)
 
     def _json(self, body: bytes) -> Any:
         try:
@@ -95,7 +97,8 @@ class App:
                            "body: it is not valid JSON") from None
 
     def route(self, method: str, version: str, parts: list[str], params: dict[str, str],
-              headers: Any, body: bytes, user: str) -> Response:
+              headers: Any, body: bytes, user: str,
+              query_loop: str | None = None) -> Response:
         rest = self.rest
         n = len(parts)
         head = parts[0] if parts else ""
@@ -112,7 +115,7 @@ class App:
                 if n == 2:
                     return 200, rest.query_more(parts[1], version, batch), {}
                 return 200, rest.query(params.get("q", ""), head == "queryAll", version,
-                                       batch), {}
+                                       batch, query_loop), {}
         elif head == "limits" and n == 1:
             if method == "GET":
                 return 200, rest.limits(), {}
@@ -155,6 +158,56 @@ class App:
             raise not_found()
         raise ApiError(405, "METHOD_NOT_ALLOWED",
                        f"HTTP Method '{method}' not allowed. Allowed are {allowed}")
+
+
+def _carried(path: str, query: str, headers: Any, body: bytes) -> str:
+    """Everything secret a request carried, in the clear: what an echoing fault repeats."""
+    parts = []
+    header = headers.get("Authorization") or ""
+    if header:
+        parts.append(header)
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                parts.append(base64.b64decode(value + "==").decode("utf-8", "replace"))
+            except ValueError:
+                pass
+        else:
+            parts.append(value)
+    if query:
+        parts.append(unquote_plus(query))
+    if path == OAUTH_PATH and body:
+        text = body.decode("utf-8", "replace")
+        parts += [text, unquote_plus(text)]
+    return " ".join(parts)
+
+
+def _fault_answer(fault: Any, path: str, query: str, headers: Any,
+                  body: bytes) -> tuple[bytes | None, str]:
+    """The body (and its content type) an injected fault answers with."""
+    content_type = fault.content_type or JSON_TYPE
+    if fault.raw_body is not None:
+        return fault.raw_body.encode("utf-8"), content_type
+    if fault.body is not NO_BODY:
+        return _dumps(fault.body), content_type
+    code, message, fields = fault.error_code, fault.message, None
+    if fault.echo:
+        carried = _carried(path, query, headers, body)
+        code, message, fields = f"{code}_{carried}", f"{message}: {carried}", [carried]
+    if fault.echo and path == OAUTH_PATH:
+        return _dumps({"error": code, "error_description": message}), content_type
+    if fault.echo and (fault.status or 200) < 300 and path.endswith("/composite/sobjects"):
+        # A collection answers per record: every record fails with the echo.
+        try:
+            sent = json.loads(body or b"{}").get("records") or []
+        except (ValueError, AttributeError):
+            sent = []
+        error = {"statusCode": code, "message": message, "fields": fields}
+        return _dumps([{"success": False, "errors": [error]} for _ in sent]), content_type
+    entry: dict[str, Any] = {"message": message, "errorCode": code}
+    if fields is not None:
+        entry["fields"] = fields
+    return _dumps([entry]), content_type
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -206,18 +259,20 @@ class Handler(BaseHTTPRequestHandler):
                 org.log_request(method, path, unquote_plus(query), 0)
                 self.drop()
                 return
-            if fault.status is not None:
-                org.log_request(method, path, unquote_plus(query), fault.status)
-                error = [{"message": fault.message, "errorCode": fault.error_code}]
-                self.reply(fault.status, _dumps(error), {})
+            if fault.replaces_body or fault.echo or fault.status is not None:
+                org.log_request(method, path, unquote_plus(query), fault.status or 200)
+                data, content_type = _fault_answer(fault, path, query, self.headers, body)
+                self.reply(fault.status or 200, data, {}, content_type=content_type)
                 return
+        query_loop = fault.query_loop if fault is not None else None
         try:
-            if path == "/services/oauth2/token" and method == "POST":
+            if path == OAUTH_PATH and method == "POST":
                 status, payload, extra = app.oauth_token(body, self.headers)
             elif path.startswith("/id/") and method == "GET":
                 status, payload, extra = app.identity(path, self.headers)
             else:
-                status, payload, extra = app.rest_call(method, path, query, self.headers, body)
+                status, payload, extra = app.rest_call(method, path, query, self.headers, body,
+                                                       query_loop)
         except ApiError as exc:
             status, payload, extra = exc.status, exc.body, {}
         except Exception as exc:  # a bug in the emulator must still answer like Salesforce
@@ -226,12 +281,13 @@ class Handler(BaseHTTPRequestHandler):
         org.log_request(method, path, unquote_plus(query), status)
         self.reply(status, None if payload is None else _dumps(payload), extra)
 
-    def reply(self, status: int, data: bytes | None, extra: dict[str, str]) -> None:
+    def reply(self, status: int, data: bytes | None, extra: dict[str, str], *,
+              content_type: str = JSON_TYPE) -> None:
         self.send_response(status)
         self.send_header("Date", formatdate(usegmt=True))
         self.send_header("Sforce-Limit-Info", self.server.app.org.limit_info())
         if data is not None:
-            self.send_header("Content-Type", JSON_TYPE)
+            self.send_header("Content-Type", content_type)
         for key, value in extra.items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(data or b"")))

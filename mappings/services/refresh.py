@@ -12,6 +12,7 @@ from simple_history.utils import bulk_create_with_history, bulk_update_with_hist
 
 from connections.models import Connection
 from connections.salesforce import (
+    CODE_MALFORMED,
     MASTER_RECORD_TYPE_ID,
     ObjectDescribe,
     PicklistEntry,
@@ -26,9 +27,16 @@ FIELD_GONE = "Salesforce no longer reports the field {field} on {object}."
 FIELD_NOT_PICKLIST = "{object}.{field} is no longer a picklist (its type is now {type})."
 OBJECT_GONE = "Salesforce could not describe {object}: {error}"
 REFRESH_FAILED = "Picklist refresh failed: {error}"
+VALUE_TOO_LONG = (
+    "Salesforce sent a value of {object}.{field} that is {length} characters long (at most "
+    "{limit} are kept); nothing was written for this field."
+)
 
 LEAD_STATUS = ("Lead", "Status")
 TRACKED = ("label", "active", "is_default", "converted", "sort_order", "record_type_ids")
+VALUE_MAX_LENGTH = PicklistValue._meta.get_field("value").max_length
+LABEL_MAX_LENGTH = PicklistValue._meta.get_field("label").max_length
+FIELD_LABEL_MAX_LENGTH = FieldMapping._meta.get_field("field_label").max_length
 
 
 def _key(field_mapping: FieldMapping) -> str:
@@ -82,7 +90,7 @@ def _sync_values(
             continue
         seen.add(entry.value)
         wanted = {
-            "label": entry.label or entry.value,
+            "label": (entry.label or entry.value)[:LABEL_MAX_LENGTH],
             "active": entry.active,
             "is_default": entry.default,
             "converted": converted.get(entry.value, entry.converted),
@@ -253,6 +261,21 @@ def _refresh_field(
         reason = FIELD_NOT_PICKLIST.format(
             object=describe.name, field=field_mapping.field_name, type=field.type
         )
+    if field is not None and field.is_picklist:
+        too_long = next(
+            (e.value for e in field.picklist_values if len(e.value) > VALUE_MAX_LENGTH), None
+        )
+        if too_long is not None:
+            # A value the column cannot hold: refuse the whole field rather than cut it.
+            raise SalesforceError(
+                VALUE_TOO_LONG.format(
+                    object=field_mapping.object_name,
+                    field=field_mapping.field_name,
+                    length=len(too_long),
+                    limit=VALUE_MAX_LENGTH,
+                ),
+                code=CODE_MALFORMED,
+            )
     with transaction.atomic():
         if reason:
             _mark_broken(field_mapping, reason, now, acting_user)
@@ -268,10 +291,11 @@ def _refresh_field(
         )
         names = {rt.id: rt.name for rt in record_types}
         was_broken = bool(field_mapping.broken_reason)
-        if was_broken or field_mapping.field_label != field.label:
+        field_label = field.label[:FIELD_LABEL_MAX_LENGTH]
+        if was_broken or field_mapping.field_label != field_label:
             field_mapping.broken_reason = ""
             field_mapping.broken_at = None
-            field_mapping.field_label = field.label
+            field_mapping.field_label = field_label
             field_mapping._history_user = acting_user
             field_mapping.save(update_fields=["broken_reason", "broken_at", "field_label"])
         if was_broken:

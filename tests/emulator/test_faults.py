@@ -4,9 +4,13 @@ import time
 
 import pytest
 import requests
-from simple_salesforce.exceptions import SalesforceGeneralError, SalesforceRefusedRequest
+from simple_salesforce.exceptions import (
+    SalesforceGeneralError,
+    SalesforceMalformedRequest,
+    SalesforceRefusedRequest,
+)
 
-from tests.emulator.sfclient import client, trusted_session
+from tests.emulator.sfclient import client, token_request, trusted_session
 
 QUERY = "SELECT Id FROM Lead LIMIT 1"
 
@@ -121,3 +125,100 @@ def test_request_log_counts_calls_by_kind(emulator, sf, org):
     used = org.api_usage[0]
     client(emulator)  # the token call is logged too, and costs no API call
     assert org.request_log[-1].kind == "oauth" and org.api_usage[0] == used
+
+
+def test_body_fault_replaces_the_answer_once(emulator, sf, org):
+    org.inject_fault(body=[{"not": "a describe"}], path_contains="/describe")
+    assert sf.Lead.describe() == [{"not": "a describe"}]
+    assert sf.Lead.describe()["name"] == "Lead"
+    org.inject_fault(body=None, status=202, path_contains="/limits")
+    response = trusted_session(emulator).get(
+        f"{emulator.base_url}/services/data/v62.0/limits/",
+        headers={"Authorization": f"Bearer {sf.session_id}"}, timeout=10,
+    )
+    assert (response.status_code, response.content) == (202, b"null")
+
+
+def test_raw_body_fault_with_its_content_type(emulator, sf, org):
+    org.inject_fault(raw_body="<html>maintenance</html>", content_type="text/html",
+                     path_contains="/limits")
+    response = trusted_session(emulator).get(
+        f"{emulator.base_url}/services/data/v62.0/limits/",
+        headers={"Authorization": f"Bearer {sf.session_id}"}, timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.text == "<html>maintenance</html>"
+    assert response.headers["Content-Type"] == "text/html"
+
+
+def test_echo_fault_on_the_token_endpoint_repeats_the_credentials(emulator, org):
+    creds = emulator.credentials
+    org.inject_fault(echo=True, error_code="invalid_client", path_contains="/oauth2/token")
+    response = token_request(emulator, {"grant_type": "client_credentials"},
+                             auth=(creds.consumer_key, creds.consumer_secret))
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"].startswith("invalid_client_")
+    assert creds.consumer_secret in body["error"]
+    assert creds.consumer_secret in body["error_description"]
+    assert token_request(emulator, {"grant_type": "client_credentials"},
+                         auth=(creds.consumer_key, creds.consumer_secret)).status_code == 200
+
+
+def test_echo_fault_on_rest_calls_repeats_the_bearer_token(sf, org):
+    org.inject_fault(echo=True, error_code="MALFORMED_QUERY", path_contains="/query")
+    with pytest.raises(SalesforceMalformedRequest) as info:
+        sf.query(QUERY)
+    [error] = info.value.content
+    for key in ("errorCode", "message"):
+        assert sf.session_id in error[key]
+    assert any(sf.session_id in name for name in error["fields"])
+
+
+def test_echo_fault_on_collections_fails_every_record(sf, org):
+    ids = [r["Id"] for r in org.records("Lead")[:2]]
+    org.inject_fault(echo=True, status=200, path_contains="composite/sobjects")
+    results = sf.restful("composite/sobjects", method="PATCH", json={
+        "allOrNone": False,
+        "records": [{"attributes": {"type": "Lead"}, "id": i, "Company": "X"} for i in ids]})
+    assert len(results) == 2
+    for result in results:
+        assert result["success"] is False
+        [error] = result["errors"]
+        assert sf.session_id in error["statusCode"] and sf.session_id in error["message"]
+        assert sf.session_id in error["fields"][0]
+    assert all(org.get_record("Lead", i)["Company"] != "X" for i in ids)
+
+
+def test_query_loop_repeat_sends_the_same_next_url_again(sf, org):
+    org.inject_fault(query_loop=True, path_contains="/query")
+    first = sf.query("SELECT Id FROM Lead")
+    assert first["done"] is False
+    url = first["nextRecordsUrl"]
+    again = sf.query_more(url, identifier_is_url=True)
+    assert again["done"] is False and again["nextRecordsUrl"] == url
+    assert sf.query("SELECT Id FROM Lead")["done"] is True
+
+
+def test_query_loop_endless_pages_past_the_end(sf, org):
+    org.inject_fault(query_loop="endless", path_contains="/query")
+    page = sf.query("SELECT Id FROM Lead")
+    assert len(page["records"]) == page["totalSize"] and page["done"] is False
+    urls = set()
+    for _ in range(3):
+        urls.add(page["nextRecordsUrl"])
+        page = sf.query_more(page["nextRecordsUrl"], identifier_is_url=True)
+        assert page["records"] == [] and page["done"] is False
+    assert len(urls) == 3
+
+
+def test_query_loop_undercount_reports_fewer_than_it_sends(sf, org):
+    org.inject_fault(query_loop="undercount", path_contains="/query")
+    page = sf.query("SELECT Id FROM Lead")
+    assert page["done"] is True
+    assert 0 <= page["totalSize"] < len(page["records"])
+
+
+def test_unknown_query_loop_is_refused(org):
+    with pytest.raises(ValueError):
+        org.inject_fault(query_loop="sideways")
