@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from connections import selectors, services
@@ -22,7 +25,11 @@ MSG_PAUSED = "{name} is paused: no Salesforce call is made until it is resumed."
 MSG_RESUMED = "{name} is resumed (status: {status})."
 MSG_SECRET_SET = "Set. Leave blank to keep it; type a new value to replace it."
 MSG_SECRET_NOT_SET = "Not set."
+MSG_SECRET_UNREADABLE = (
+    "Stored, but no key in STAGEMAP_ENCRYPTION_KEY decrypts it any more: type it again."
+)
 MSG_CREDENTIALS_RESET = "Credentials changed: the status is “never connected” until tested."
+ERR_NO_OBJECT = "No such object."
 
 COMMON_FIELDS = ("name", "environment", "login_url", "api_version")
 LIMIT_FIELDS = ("api_budget_percent", "replication_start_date")
@@ -37,6 +44,24 @@ STATUS_FIELDS = (
     "token_obtained_at",
 )
 SECRET_FIELD_NAMES = {name: f"secret_{name}" for name in services.SECRET_NAMES}
+# Error reports (mail_admins) show these POST fields as stars.
+sensitive_secret_fields = method_decorator(
+    sensitive_post_parameters(*SECRET_FIELD_NAMES.values())
+)
+
+
+def admin_pk_or_404(model, object_id: str):
+    """The primary key in a URL, converted; a malformed one is a 404, not a 500."""
+    try:
+        return model._meta.pk.to_python(unquote(object_id))
+    except (ValidationError, ValueError, TypeError):
+        raise Http404(ERR_NO_OBJECT) from None
+
+
+def admin_object_or_404(queryset, object_id: str):
+    """The object of a custom admin URL: 404 for a malformed or unknown id."""
+    model = getattr(queryset, "model", queryset)
+    return get_object_or_404(queryset, pk=admin_pk_or_404(model, object_id))
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -72,13 +97,21 @@ class ConnectionForm(forms.ModelForm):
                 "or your My Domain URL. Blank: the default for the environment."
             )
         stored = {}
+        self.secrets_readable = True
         if self.instance.pk:
             stored = selectors.connection_secret_status(connection=self.instance)
+            self.secrets_readable = services.connection_secrets_readable(
+                connection=self.instance
+            )
         for secret, field_name in SECRET_FIELD_NAMES.items():
             if field_name in self.fields:
                 is_set = stored.get(secret, False)
-                self.fields[field_name].help_text = MSG_SECRET_SET if is_set else MSG_SECRET_NOT_SET
+                help_text = MSG_SECRET_SET if is_set else MSG_SECRET_NOT_SET
+                if not self.secrets_readable:
+                    help_text = MSG_SECRET_UNREADABLE
+                self.fields[field_name].help_text = help_text
 
+    @sensitive_variables()
     def secret_values(self) -> dict[str, str]:
         """The secrets typed into this form (blank ones are kept as stored)."""
         return {
@@ -87,25 +120,35 @@ class ConnectionForm(forms.ModelForm):
             if self.cleaned_data.get(field_name)
         }
 
+    @sensitive_variables()
     def clean(self):
         cleaned = super().clean()
         method = self.auth_method_value
         secrets = {}
-        if self.instance.pk and self.instance.auth_method == method:
+        if self.instance.pk and self.instance.auth_method == method and self.secrets_readable:
             stored = selectors.connection_secret_status(connection=self.instance)
             secrets = {name: "(stored)" for name, is_set in stored.items() if is_set}
         typed = self.secret_values()
         secrets.update(typed)
         fields = {name: cleaned.get(name) or "" for name in
                   ("consumer_key", "username", "instance_url", "login_url")}
+        errors: dict[str, list[str]] = {}
+        if not self.secrets_readable:
+            # Saving replaces the unreadable secrets, so every required one must be typed.
+            try:
+                services.connection_validate_replacement(auth_method=method, secrets=typed)
+            except ValidationError as exc:
+                errors.update(exc.message_dict)
         try:
             services.connection_validate_credentials(
                 auth_method=method, fields=fields, secrets=secrets
             )
         except ValidationError as exc:
-            for name, errors in exc.message_dict.items():
-                target = SECRET_FIELD_NAMES.get(name, name)
-                self.add_error(target if target in self.fields else None, errors)
+            for name, texts in exc.message_dict.items():
+                errors.setdefault(name, texts)
+        for name, texts in errors.items():
+            target = SECRET_FIELD_NAMES.get(name, name)
+            self.add_error(target if target in self.fields else None, texts)
         return cleaned
 
 
@@ -172,6 +215,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         kwargs["form"] = connection_form_for(method)
         return super().get_form(request, obj, change=change, **kwargs)
 
+    @sensitive_secret_fields
     def add_view(self, request, form_url="", extra_context=None):
         if self._auth_method(request) is None:
             if not self.has_add_permission(request):
@@ -188,6 +232,7 @@ class ConnectionAdmin(admin.ModelAdmin):
             )
         return super().add_view(request, form_url, extra_context)
 
+    @sensitive_secret_fields
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {
             **(extra_context or {}),
@@ -196,6 +241,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
+    @sensitive_variables()
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         secrets = form.secret_values()
@@ -227,6 +273,8 @@ class ConnectionAdmin(admin.ModelAdmin):
             secrets=secrets,
             acting_user=request.user,
             auth_method=form.auth_method_value,
+            # The form has checked that every required secret was typed again.
+            replace_unreadable=not form.secrets_readable,
             **values,
         )
         obj.__dict__.update(updated.__dict__)
@@ -337,13 +385,13 @@ class ConnectionAdmin(admin.ModelAdmin):
         return custom + super().get_urls()
 
     def _object_view(self, operation):
-        """A POST-only view running `operation` on one connection, then back to its page."""
+        """A POST-only view running `operation` on one connection, then back to its page.
+
+        The permission is checked first (403), then the id (404), then the method (405).
+        """
 
         @require_POST
-        def view(request, object_id):
-            connection = get_object_or_404(Connection, pk=object_id)
-            if not self.has_change_permission(request, connection):
-                raise PermissionDenied
+        def run(request, connection):
             operation(request, connection)
             return HttpResponseRedirect(
                 reverse(
@@ -351,5 +399,10 @@ class ConnectionAdmin(admin.ModelAdmin):
                     args=[connection.pk],
                 )
             )
+
+        def view(request, object_id):
+            if not self.has_change_permission(request):
+                raise PermissionDenied
+            return run(request, admin_object_or_404(Connection, object_id))
 
         return self.admin_site.admin_view(view)

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from connections import crypto
 from connections.models import Connection
@@ -80,6 +81,10 @@ ERR_REQUIRED_SECRET = "The {label} is required for {method} authentication."
 ERR_HTTPS_REQUIRED = "Salesforce URLs must start with https://."
 ERR_PRIVATE_KEY = "This is not an unencrypted PEM RSA private key."
 ERR_UNKNOWN_FIELD = "Unknown connection field {name!r}."
+ERR_SECRETS_UNREADABLE = (
+    "The stored secrets can no longer be decrypted (STAGEMAP_ENCRYPTION_KEY no longer holds "
+    "the key they were encrypted with): type every secret again to replace them."
+)
 
 _UNSET: Any = object()
 
@@ -92,6 +97,7 @@ def _method_label(method: str) -> str:
     return dict(Connection.AuthMethod.choices).get(method, method)
 
 
+@sensitive_variables()
 def _clean_secrets(secrets: dict | None) -> dict[str, str]:
     cleaned: dict[str, str] = {}
     for name, value in (secrets or {}).items():
@@ -107,6 +113,7 @@ def _clean_secrets(secrets: dict | None) -> dict[str, str]:
     return {k: v for k, v in cleaned.items() if v.strip()}
 
 
+@sensitive_variables()
 def private_key_is_valid(pem: str) -> bool:
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
@@ -115,6 +122,7 @@ def private_key_is_valid(pem: str) -> bool:
     return isinstance(key, rsa.RSAPrivateKey)
 
 
+@sensitive_variables()
 def connection_validate_credentials(
     *, auth_method: str, fields: dict[str, str], secrets: dict[str, str]
 ) -> None:
@@ -145,6 +153,7 @@ def connection_validate_credentials(
         raise ValidationError(errors)
 
 
+@sensitive_variables()
 def _check(connection: Connection, secrets: dict[str, str]) -> None:
     fields = {name: getattr(connection, name) for name in ("consumer_key", "username",
                                                           "instance_url", "login_url")}
@@ -169,6 +178,7 @@ def _forget_connection_state(connection: Connection) -> None:
         connection.status = Connection.Status.NEVER_CONNECTED
 
 
+@sensitive_variables()
 def connection_create(
     *,
     name: str,
@@ -205,17 +215,40 @@ def connection_create(
     return connection
 
 
+def connection_secrets_readable(*, connection: Connection) -> bool:
+    """Whether the configured keys still decrypt the stored secrets."""
+    try:
+        crypto.decrypt_json(connection.secrets_ciphertext)
+    except crypto.SecretsUnreadable:
+        return False
+    return True
+
+
+@sensitive_variables()
+def connection_validate_replacement(*, auth_method: str, secrets: dict[str, str]) -> None:
+    """Refuse to replace unreadable stored secrets unless every required one is given."""
+    missing = [name for name in METHOD_REQUIRED_SECRETS.get(auth_method, ())
+               if not secrets.get(name)]
+    if missing:
+        raise ValidationError({name: ERR_SECRETS_UNREADABLE for name in missing})
+
+
+@sensitive_variables()
 def connection_update(
     *,
     connection: Connection,
     secrets: dict | None = None,
     acting_user=None,
+    replace_unreadable: bool = False,
     **changes: Any,
 ) -> Connection:
     """Change fields and/or replace secrets (blank secrets keep the stored ones).
 
     Changing credentials resets the status to `never connected` until the next test.
     Switching the auth method drops the secrets the new method does not use.
+    Stored secrets no key decrypts any more are refused (ValidationError) unless
+    `replace_unreadable`: then the secrets given replace them, and must include every
+    secret the auth method requires.
     """
     for name in changes:
         if name not in UPDATABLE_FIELDS:
@@ -234,8 +267,14 @@ def connection_update(
         )
         for name, value in changes.items():
             setattr(connection, name, value)
-        stored = crypto.decrypt_json(connection.secrets_ciphertext)
         new = _clean_secrets(secrets)
+        try:
+            stored = crypto.decrypt_json(connection.secrets_ciphertext)
+        except crypto.SecretsUnreadable:
+            if not replace_unreadable:
+                raise ValidationError(ERR_SECRETS_UNREADABLE) from None
+            connection_validate_replacement(auth_method=connection.auth_method, secrets=new)
+            stored = {}
         removed = {k for k, v in (secrets or {}).items() if v is None and k in stored}
         merged = {k: v for k, v in {**stored, **new}.items() if k not in removed}
         merged = {k: v for k, v in merged.items() if k in METHOD_SECRETS.get(
@@ -253,6 +292,7 @@ def connection_update(
     return connection
 
 
+@sensitive_variables()
 def connection_set_secrets(
     *, connection: Connection, secrets: dict, acting_user=None
 ) -> Connection:

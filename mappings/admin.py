@@ -4,14 +4,15 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import F
 from django.http import HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 from import_export.admin import ImportExportModelAdmin
 from simple_history.admin import SimpleHistoryAdmin
+from simple_history.utils import get_history_model_for_model
 
+from connections.admin import admin_object_or_404, admin_pk_or_404
 from mappings.forms import (
     AutomapForm,
     FieldMappingForm,
@@ -40,9 +41,36 @@ from mappings.services.values import (
     picklist_values_check,
 )
 
+# A refresh calls Salesforce: the same permission as the connection's refresh (a string, since
+# mappings does not import sync).
+RUN_SYNC_PERMISSION = "sync.run_sync"
+
+
+class HistoryAdmin(SimpleHistoryAdmin):
+    """simple_history's pages with the permission checked first and malformed ids as 404."""
+
+    def history_view(self, request, object_id, extra_context=None):
+        if not self.has_view_history_or_change_history_permission(request):
+            raise PermissionDenied
+        admin_pk_or_404(self.model, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        # simple_history saves a POSTed revert after checking only the view permission.
+        allowed = (
+            self.has_change_history_permission(request)
+            if request.method == "POST"
+            else self.has_view_history_or_change_history_permission(request)
+        )
+        if not allowed:
+            raise PermissionDenied
+        admin_pk_or_404(self.model, object_id)
+        admin_pk_or_404(get_history_model_for_model(self.model), version_id)
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
 
 @admin.register(Stage)
-class StageAdmin(SimpleHistoryAdmin):
+class StageAdmin(HistoryAdmin):
     list_display = ["name", "key", "order", "category", "active"]
     list_display_links = ["name"]
     list_editable = ["order"]
@@ -63,9 +91,9 @@ class StageAdmin(SimpleHistoryAdmin):
         return urls + super().get_urls()
 
     def merge_view(self, request, object_id):
-        source = get_object_or_404(Stage, pk=object_id)
-        if not self.has_change_permission(request, source):
+        if not self.has_change_permission(request):
             raise PermissionDenied
+        source = admin_object_or_404(Stage, object_id)
         form = StageMergeForm(request.POST or None, source=source)
         if request.method == "POST" and form.is_valid():
             target = form.cleaned_data["target"]
@@ -177,7 +205,7 @@ class PicklistValueInline(admin.TabularInline):
 
 
 @admin.register(FieldMapping)
-class FieldMappingAdmin(SimpleHistoryAdmin):
+class FieldMappingAdmin(HistoryAdmin):
     form = FieldMappingForm
     inlines = [PicklistValueInline]
     list_display = [
@@ -293,26 +321,36 @@ class FieldMappingAdmin(SimpleHistoryAdmin):
         ] + super().get_urls()
 
     def _get_for(self, request, object_id, *, change: bool) -> FieldMapping:
-        field_mapping = get_object_or_404(
-            FieldMapping.objects.select_related("connection"), pk=object_id
-        )
         allowed = (
-            self.has_change_permission(request, field_mapping)
+            self.has_change_permission(request)
             if change
-            else self.has_view_or_change_permission(request, field_mapping)
+            else self.has_view_or_change_permission(request)
         )
         if not allowed:
             raise PermissionDenied
-        return field_mapping
+        return admin_object_or_404(FieldMapping.objects.select_related("connection"), object_id)
+
+    def has_refresh_permission(self, request) -> bool:
+        return request.user.has_perm(RUN_SYNC_PERMISSION)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}),
+                         "has_refresh_permission": self.has_refresh_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def _change_url(self, field_mapping):
         return reverse("admin:mappings_fieldmapping_change", args=[field_mapping.pk])
 
     def refresh_view(self, request, object_id):
-        return require_POST(self._refresh)(request, object_id)
+        # Permission first (403), then the id (404), then the method (405).
+        if not self.has_refresh_permission(request):
+            raise PermissionDenied
+        field_mapping = admin_object_or_404(
+            FieldMapping.objects.select_related("connection"), object_id
+        )
+        return require_POST(self._refresh)(request, field_mapping)
 
-    def _refresh(self, request, object_id):
-        field_mapping = self._get_for(request, object_id, change=True)
+    def _refresh(self, request, field_mapping: FieldMapping):
         refresh = picklist_refresh(
             connection=field_mapping.connection,
             field_mappings=[field_mapping],
@@ -402,7 +440,7 @@ class PicklistValueAdminForm(PicklistValueInlineForm):
 
 
 @admin.register(PicklistValue)
-class PicklistValueAdmin(ImportExportModelAdmin, SimpleHistoryAdmin):
+class PicklistValueAdmin(ImportExportModelAdmin, HistoryAdmin):
     """Values come from Salesforce: only their stage and outbound flag are edited here."""
 
     form = PicklistValueAdminForm
@@ -491,3 +529,7 @@ class PicklistRefreshAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # An audit row: only a superuser deletes it (also when it would cascade).
+        return request.user.is_superuser

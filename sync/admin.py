@@ -179,6 +179,10 @@ class SyncRunAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # An audit row: only a superuser deletes it (also when it would cascade).
+        return request.user.is_superuser
+
     @admin.display(description="Duration", ordering="duration_seconds")
     def duration(self, obj) -> str:
         return "" if obj.duration_seconds is None else f"{obj.duration_seconds:.1f} s"

@@ -3,13 +3,12 @@
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_POST
 
-from connections.admin import ConnectionAdmin
+from connections.admin import ConnectionAdmin, admin_object_or_404
 from connections.models import Connection
 from sync.admin_outbound import ConnectionOutboundMixin
 from sync.health import connections_health
@@ -87,19 +86,24 @@ class ConnectionSyncAdmin(ConnectionOutboundMixin, ConnectionAdmin):
             names.append(connection.name)
         self.message_user(request, SYNC_QUEUED.format(kind="Delta sync", names=", ".join(names)))
 
-    @method_decorator(require_POST)
+    # Permission first (403), then the id (404), then the method (405).
     def refresh_view(self, request, object_id):
         if not self.has_run_sync_permission(request):
             raise PermissionDenied
-        connection = get_object_or_404(Connection, pk=object_id)
+        connection = admin_object_or_404(Connection, object_id)
+        return require_POST(self._refresh_post)(request, connection)
+
+    def _refresh_post(self, request, connection: Connection):
         self._refresh(request, connection)
         return redirect(reverse("admin:connections_connection_change", args=[connection.pk]))
 
-    @method_decorator(require_POST)
     def sync_view(self, request, object_id):
         if not self.has_run_sync_permission(request):
             raise PermissionDenied
-        connection = get_object_or_404(Connection, pk=object_id)
+        connection = admin_object_or_404(Connection, object_id)
+        return require_POST(self._sync_post)(request, connection)
+
+    def _sync_post(self, request, connection: Connection):
         full = request.POST.get("full") == "1"
         enqueue_inbound(connection.pk, full=full)
         kind = "Full resync" if full else "Delta sync"
