@@ -5,10 +5,16 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
+from django.utils.html import escape
 
 from connections.salesforce import SalesforceError
 from mappings.models import FieldMapping, PicklistValue, Stage
-from mappings.services.fields import picklist_field_check, picklist_fields_describe
+from mappings.services.fields import (
+    field_name_validator,
+    object_name_validator,
+    picklist_field_check,
+    picklist_fields_describe,
+)
 from mappings.services.values import ValueState, mapping_errors
 
 UNKNOWN_ROW = "This value is not one of this field's values."
@@ -146,6 +152,12 @@ class FieldMappingForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk is None and "field_name" in self.fields:
             self._offer_picklist_fields()
+        for name, validator in (
+            ("object_name", object_name_validator),
+            ("field_name", field_name_validator),
+        ):
+            if name in self.fields:
+                self.fields[name].validators.append(validator)
 
     def _offer_picklist_fields(self):
         connection_id = self.initial.get("connection") or self.data.get("connection")
@@ -156,22 +168,31 @@ class FieldMappingForm(forms.ModelForm):
                 "Lead to choose from the fields Salesforce reports."
             )
             return
-        connection = (
-            FieldMapping._meta.get_field("connection")
-            .related_model.objects.filter(pk=connection_id)
-            .first()
-        )
-        if connection is None:
-            return
+        try:
+            connection = self.fields["connection"].clean(connection_id)
+        except ValidationError as exc:
+            return self._explain_no_field_list("connection", exc)
+        try:
+            object_name_validator(object_name)
+        except ValidationError as exc:
+            return self._explain_no_field_list("object_name", exc)
         try:
             fields = picklist_fields_describe(connection=connection, object_name=object_name)
         except SalesforceError as exc:
-            self.fields["field_name"].help_text = f"Could not list the fields: {exc.message}"
+            # The admin renders help text unescaped, and this text comes from Salesforce.
+            message = escape(exc.message)
+            self.fields["field_name"].help_text = f"Could not list the fields: {message}"
             return
         self.fields["field_name"] = forms.ChoiceField(
             choices=[(f.name, f"{f.label} ({f.name})") for f in fields],
             label=self.fields["field_name"].label,
         )
+
+    def _explain_no_field_list(self, name: str, error: ValidationError) -> None:
+        # A posted form reports the error when it is cleaned; a page opened with bad
+        # parameters says next to the field why it offers no list.
+        if not self.is_bound:
+            self.fields[name].help_text = escape(" ".join(error.messages))
 
     def clean(self):
         cleaned = super().clean()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -19,6 +21,39 @@ ONE_TO_ONE_CONFLICT = (
     "One-to-one cannot be switched on: stage {stage} already has several values ({values})."
 )
 FIELD_IDENTITY_FIXED = "The connection, object and field of a mapping cannot change."
+BAD_API_NAME = (
+    "Not a Salesforce {kind} API name: a letter, then letters, digits and single underscores "
+    "(a double one only before a suffix or after a namespace, as in ns__Stage__c), "
+    "at most {max_length} characters."
+)
+
+API_NAME_MAX_LENGTH = 80
+# Stricter than the client's own check, so a name that passes here is never refused there.
+_API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:__?[A-Za-z0-9]+)*")
+
+
+def api_name_validate(name: str, *, kind: str) -> str:
+    """The name when it is a Salesforce API name of an object or field, else a ValidationError.
+
+    Names go into describe URLs and SOQL, so they are checked before any call is made.
+    """
+    if (
+        not isinstance(name, str)
+        or len(name) > API_NAME_MAX_LENGTH
+        or not _API_NAME.fullmatch(name)
+    ):
+        raise ValidationError(
+            BAD_API_NAME.format(kind=kind, max_length=API_NAME_MAX_LENGTH), code="api_name"
+        )
+    return name
+
+
+def object_name_validator(name: str) -> None:
+    api_name_validate(name, kind="object")
+
+
+def field_name_validator(name: str) -> None:
+    api_name_validate(name, kind="field")
 
 
 def _with_history_user(field_mapping: FieldMapping, acting_user) -> FieldMapping:
@@ -28,6 +63,7 @@ def _with_history_user(field_mapping: FieldMapping, acting_user) -> FieldMapping
 
 def picklist_fields_describe(*, connection: Connection, object_name: str) -> list[FieldDescribe]:
     """The picklist fields Salesforce's describe reports for the object, by label."""
+    object_name_validator(object_name)
     describe = client_for(connection).describe(object_name)
     return sorted(describe.picklist_fields, key=lambda f: (f.label.lower(), f.name))
 
@@ -36,6 +72,8 @@ def picklist_field_check(
     *, connection: Connection, object_name: str, field_name: str
 ) -> FieldDescribe:
     """The describe of the field, or a ValidationError saying why it cannot be mapped."""
+    object_name_validator(object_name)
+    field_name_validator(field_name)
     try:
         describe = client_for(connection).describe(object_name)
     except SalesforceError as exc:
@@ -86,6 +124,8 @@ def field_mapping_create(
     **options,
 ) -> FieldMapping:
     """Add a field to map; with `check_salesforce`, describe must report it as a picklist."""
+    object_name_validator(object_name)
+    field_name_validator(field_name)
     field_mapping = FieldMapping(
         connection=connection,
         object_name=object_name,

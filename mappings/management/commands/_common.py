@@ -2,6 +2,7 @@
 
 import json
 from datetime import datetime, time
+from pathlib import Path
 
 from django.core.management.base import CommandError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -12,6 +13,8 @@ from connections.models import Connection
 
 UNKNOWN_CONNECTION = "No connection named “{name}”."
 BAD_DATE = "“{value}” is not a date (YYYY-MM-DD) or datetime (YYYY-MM-DDTHH:MM)."
+UNREADABLE_FILE = "Cannot read {file}: {reason}"
+NOT_UTF8 = "{file} is not UTF-8: save it as UTF-8 (e.g. “CSV UTF-8” in a spreadsheet) and retry."
 
 
 def connection_named(name: str) -> Connection:
@@ -19,6 +22,20 @@ def connection_named(name: str) -> Connection:
         return Connection.objects.get(name=name)
     except Connection.DoesNotExist:
         raise CommandError(UNKNOWN_CONNECTION.format(name=name)) from None
+
+
+def read_utf8(file: str) -> str:
+    """The text of a UTF-8 file (a BOM is dropped), or a CommandError saying why not."""
+    try:
+        text = Path(file).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise CommandError(UNREADABLE_FILE.format(file=file, reason=exc.strerror)) from exc
+    except UnicodeDecodeError:
+        raise CommandError(NOT_UTF8.format(file=file)) from None
+    # UTF-16 without a BOM can be valid UTF-8 byte by byte; its NULs give it away.
+    if "\x00" in text:
+        raise CommandError(NOT_UTF8.format(file=file))
+    return text
 
 
 def as_json(data) -> str:

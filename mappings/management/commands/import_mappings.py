@@ -1,10 +1,8 @@
 """Apply stage and outbound columns of a mappings CSV; one bad row and nothing changes."""
 
-from pathlib import Path
-
 from django.core.management.base import BaseCommand, CommandError
 
-from mappings.management.commands._common import as_json, connection_named
+from mappings.management.commands._common import as_json, connection_named, read_utf8
 from mappings.services.transfer import mappings_import
 
 
@@ -19,10 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, name, file, dry_run, json, **options):
         connection = connection_named(name)
-        try:
-            data = Path(file).read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise CommandError(f"Cannot read {file}: {exc.strerror}") from exc
+        data = read_utf8(file)
         outcome = mappings_import(
             connection=connection, data=data, dry_run=dry_run, acting_user=None
         )
