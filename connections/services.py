@@ -192,9 +192,14 @@ def connection_create(
     instance_url: str = "",
     api_version: str | None = None,
     replication_start_date: date | None = None,
+    default_fields: bool = True,
     acting_user=None,
 ) -> Connection:
-    """Add a Salesforce org; secrets are encrypted, the status is `never connected`."""
+    """Add a Salesforce org; secrets are encrypted, the status is `never connected`.
+
+    The apps above may give a new connection default fields to map (mappings adds Lead.Status);
+    `default_fields=False` asks them not to.
+    """
     cleaned = _clean_secrets(secrets)
     connection = Connection(
         name=name.strip(),
@@ -210,6 +215,8 @@ def connection_create(
     )
     _check(connection, cleaned)
     connection.secrets_ciphertext = crypto.encrypt_json(cleaned)
+    # Read by the post_save receivers of the apps above; not a column.
+    connection.skip_default_fields = not default_fields
     connection.save()
     logger.info("connection %s created by %s", connection.name, acting_user or "system")
     return connection

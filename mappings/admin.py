@@ -220,7 +220,9 @@ class FieldMappingAdmin(HistoryAdmin):
     list_filter = ["connection", "object_name", "direction", "active"]
     search_fields = ["object_name", "field_name", "field_label", "connection__name"]
     list_select_related = ["connection"]
-    history_list_display = ["direction", "active", "one_to_one", "forward_only", "conflict_policy"]
+    history_list_display = [
+        "direction", "active", "one_to_one", "forward_only", "conflict_policy", "mirror",
+    ]
     fieldsets = [
         (
             None,
@@ -246,7 +248,7 @@ class FieldMappingAdmin(HistoryAdmin):
                 ]
             },
         ),
-        ("Rules", {"fields": ["conflict_policy", "forward_only", "one_to_one"]}),
+        ("Rules", {"fields": ["conflict_policy", "forward_only", "one_to_one", "mirror"]}),
         (
             "Salesforce",
             {"fields": ["broken_reason", "broken_at", "refreshed_at", "record_type_names"]},

@@ -10,12 +10,13 @@ from django.utils.html import escape
 from connections.salesforce import SalesforceError
 from mappings.models import FieldMapping, PicklistValue, Stage
 from mappings.services.fields import (
+    field_mapping_placeholder_error,
     field_name_validator,
     object_name_validator,
     picklist_field_check,
     picklist_fields_describe,
 )
-from mappings.services.values import ValueState, mapping_errors
+from mappings.services.values import ValueState, inbound_placeholder, mapping_errors
 
 UNKNOWN_ROW = "This value is not one of this field's values."
 
@@ -106,7 +107,11 @@ class PicklistValueFormSet(BaseInlineFormSet):
                 )
             )
             forms_by_key[value.pk] = form
-        errors = mapping_errors(states=states, one_to_one=bool(self.instance.one_to_one))
+        errors = mapping_errors(
+            states=states,
+            one_to_one=bool(self.instance.one_to_one),
+            inbound_placeholder=inbound_placeholder(self.instance),
+        )
         for key, messages in errors.items():
             form = forms_by_key[key]
             for message in messages:
@@ -146,6 +151,7 @@ class FieldMappingForm(forms.ModelForm):
             "conflict_policy",
             "forward_only",
             "one_to_one",
+            "mirror",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -209,6 +215,9 @@ class FieldMappingForm(forms.ModelForm):
                 self.add_error("field_name", exc)
                 return cleaned
             self.instance.field_label = field.label
+        error = field_mapping_placeholder_error(self.instance, cleaned)
+        if error:
+            self.add_error("external_placeholder_value", error)
         # One-to-one over the values is checked by the value table's formset, against the
         # values as they will be after this save (they may be fixed in the same submit).
         return cleaned

@@ -86,6 +86,12 @@ class FieldMapping(models.Model):
     one_to_one = models.BooleanField(
         default=False, help_text="At most one Salesforce value per stage."
     )
+    mirror = models.BooleanField(
+        "mirror Salesforce-side changes",
+        default=True,
+        help_text="Outbound-only fields: also follow stage changes made in Salesforce (costs one "
+        "collection call per 200 records Salesforce moved). Ignored for inbound fields.",
+    )
 
     broken_reason = models.TextField(blank=True)
     broken_at = models.DateTimeField(null=True, blank=True)

@@ -9,7 +9,7 @@ from mappings.services.fields import field_mappings_create_defaults
 
 @receiver(post_save, sender=Connection, dispatch_uid="mappings_connection_defaults")
 def connection_created(sender, instance: Connection, created: bool, raw: bool = False, **kwargs):
-    if created and not raw:
+    if created and not raw and not getattr(instance, "skip_default_fields", False):
         field_mappings_create_defaults(
             connection=instance, acting_user=getattr(instance, "_history_user", None)
         )

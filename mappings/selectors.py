@@ -31,6 +31,7 @@ OPTION_FIELDS = (
     "conflict_policy",
     "forward_only",
     "one_to_one",
+    "mirror",
 )
 
 

@@ -21,6 +21,15 @@ ONE_TO_ONE_CONFLICT = (
     "One-to-one cannot be switched on: stage {stage} already has several values ({values})."
 )
 FIELD_IDENTITY_FIXED = "The connection, object and field of a mapping cannot change."
+FIELD_ALREADY_MAPPED = "{connection} already maps {object}.{field}: change its options instead."
+PLACEHOLDER_NOT_A_VALUE = (
+    "“{value}” is not an active value of {field}: the external placeholder must be one "
+    "(refresh the values if it was just added in Salesforce)."
+)
+PLACEHOLDER_MAPPED = (
+    "“{value}” is mapped to stage {stage}: on a field that decides the stage the external "
+    "placeholder must stay unmapped, or records written with it would move to {stage}."
+)
 BAD_API_NAME = (
     "Not a Salesforce {kind} API name: a letter, then letters, digits and single underscores "
     "(a double one only before a suffix or after a namespace, as in ns__Stage__c), "
@@ -126,6 +135,14 @@ def field_mapping_create(
     """Add a field to map; with `check_salesforce`, describe must report it as a picklist."""
     object_name_validator(object_name)
     field_name_validator(field_name)
+    if FieldMapping.objects.filter(
+        connection=connection, object_name=object_name, field_name=field_name
+    ).exists():
+        # Said once, instead of every constraint the duplicate would break.
+        message = FIELD_ALREADY_MAPPED.format(
+            connection=connection, object=object_name, field=field_name
+        )
+        raise ValidationError(message, code="exists")
     field_mapping = FieldMapping(
         connection=connection,
         object_name=object_name,
@@ -141,6 +158,31 @@ def field_mapping_create(
     field_mapping.full_clean()
     _with_history_user(field_mapping, acting_user).save()
     return field_mapping
+
+
+def field_mapping_placeholder_error(field_mapping: FieldMapping, options=None) -> str | None:
+    """Why the field's external placeholder cannot be saved, or None.
+
+    `options` are the values about to be saved (a form's cleaned data), else the instance's.
+    """
+    options = options or {}
+    value = options.get("external_placeholder_value", field_mapping.external_placeholder_value)
+    if not value:
+        return None
+    direction = options.get("direction", field_mapping.direction)
+    label = f"{field_mapping.object_name}.{field_mapping.field_name}"
+    found = None
+    if field_mapping.pk:
+        found = (
+            PicklistValue.objects.filter(field_mapping=field_mapping, value=value)
+            .select_related("stage")
+            .first()
+        )
+    if found is None or not found.active or found.removed_at is not None:
+        return PLACEHOLDER_NOT_A_VALUE.format(value=value, field=label)
+    if direction in FieldMapping.INBOUND_DIRECTIONS and found.stage is not None:
+        return PLACEHOLDER_MAPPED.format(value=value, stage=found.stage.name)
+    return None
 
 
 @transaction.atomic
@@ -163,6 +205,9 @@ def field_mapping_save(
         ):
             raise ValidationError(FIELD_IDENTITY_FIXED, code="identity")
     field_mapping.full_clean()
+    error = field_mapping_placeholder_error(field_mapping)
+    if error:
+        raise ValidationError({"external_placeholder_value": error})
     if check_values:
         _check_one_to_one(field_mapping)
     _with_history_user(field_mapping, acting_user).save()

@@ -89,6 +89,7 @@ def _sync_values(
         if entry.value in seen:
             continue
         seen.add(entry.value)
+        value = existing.get(entry.value)
         wanted = {
             "label": (entry.label or entry.value)[:LABEL_MAX_LENGTH],
             "active": entry.active,
@@ -97,7 +98,10 @@ def _sync_values(
             "sort_order": order,
             "record_type_ids": _entry_record_types(entry.value, offered_for_field, record_type_ids),
         }
-        value = existing.get(entry.value)
+        if not entry.active and value is not None:
+            # The UI API lists active values only: an inactive one is offered by no record type
+            # there, which must not read as "every record type". Keep what was known.
+            wanted["record_type_ids"] = value.record_type_ids
         if value is None:
             to_create.append(
                 PicklistValue(

@@ -21,6 +21,10 @@ OUTBOUND_DUPLICATE = "Only one outbound value per stage: “{other}” is also o
 ONE_TO_ONE_TAKEN = "One-to-one mapping: stage {stage} already has the value “{other}”."
 STAGE_INACTIVE = "Stage {stage} is inactive: choose an active stage."
 VALUE_OF_ANOTHER_FIELD = "Value “{value}” does not belong to {field}."
+PLACEHOLDER_STAYS_UNMAPPED = (
+    "“{value}” is this field's external placeholder: on a field that decides the stage it stays "
+    "unmapped (stagemap writes it for stages without an outbound value)."
+)
 
 
 class MappingRuleError(ValidationError):
@@ -60,13 +64,22 @@ def _blamed(group: list[ValueState]) -> list[ValueState]:
     return changed or group[1:]
 
 
-def mapping_errors(*, states: Iterable[ValueState], one_to_one: bool) -> dict[Hashable, list]:
-    """Every rule a field mapping's values must hold, as messages per value key."""
+def mapping_errors(
+    *, states: Iterable[ValueState], one_to_one: bool, inbound_placeholder: str = ""
+) -> dict[Hashable, list]:
+    """Every rule a field mapping's values must hold, as messages per value key.
+
+    `inbound_placeholder` is the external placeholder of a field that also decides the stage:
+    mapped, it would move every record it is written to (a placeholder stays unmapped).
+    """
     states = list(states)
     errors: dict[Hashable, list[str]] = defaultdict(list)
     outbound_by_stage: dict[int, list[ValueState]] = defaultdict(list)
     mapped_by_stage: dict[int, list[ValueState]] = defaultdict(list)
     for state in states:
+        if inbound_placeholder and state.value == inbound_placeholder and state.stage is not None:
+            if state.stage_changed:
+                errors[state.key].append(PLACEHOLDER_STAYS_UNMAPPED.format(value=state.value))
         if state.stage_changed and state.stage is not None and not state.stage.active:
             errors[state.key].append(STAGE_INACTIVE.format(stage=state.stage.name))
         if state.outbound and state.stage is None:
@@ -143,7 +156,11 @@ def picklist_values_check(
 ) -> dict[Hashable, list[str]]:
     """The rule messages per value id that these changes would cause (nothing is written)."""
     _values, states = _states(field_mapping, changes, lock=False)
-    return mapping_errors(states=states, one_to_one=field_mapping.one_to_one)
+    return mapping_errors(
+        states=states,
+        one_to_one=field_mapping.one_to_one,
+        inbound_placeholder=inbound_placeholder(field_mapping),
+    )
 
 
 @transaction.atomic
@@ -155,7 +172,11 @@ def picklist_values_apply(
     Keys of `changes` are PicklistValue ids. Returns the values that changed.
     """
     values, states = _states(field_mapping, changes, lock=True)
-    errors = mapping_errors(states=states, one_to_one=field_mapping.one_to_one)
+    errors = mapping_errors(
+        states=states,
+        one_to_one=field_mapping.one_to_one,
+        inbound_placeholder=inbound_placeholder(field_mapping),
+    )
     if errors:
         raise MappingRuleError(errors, {pk: values[pk].value for pk in errors})
 
@@ -208,6 +229,11 @@ def mappings_changed_announce(*, field_mapping_ids: Iterable[int], acting_user) 
             sender=PicklistValue, field_mapping_ids=ids, acting_user=acting_user
         )
     )
+
+
+def inbound_placeholder(field_mapping: FieldMapping) -> str:
+    """The external placeholder when the field also decides the stage (it must stay unmapped)."""
+    return field_mapping.external_placeholder_value if field_mapping.is_inbound else ""
 
 
 def _field_label(field_mapping: FieldMapping) -> str:

@@ -35,6 +35,23 @@ def test_add_client_credentials_from_env(db, emu, monkeypatch):
     }
 
 
+def test_add_says_what_it_maps_and_can_map_nothing(db, emu, monkeypatch):
+    creds = emu.credentials
+    monkeypatch.setenv("SF_SECRET", creds.consumer_secret)
+    common = ["--auth", "client-credentials", "--login-url", emu.login_url,
+              "--consumer-key", creds.consumer_key, "--consumer-secret-env", "SF_SECRET"]
+
+    out = run("connection_add", "Mapped", *common)
+    assert connection_add.MSG_MAPPED.format(fields="Lead.Status (both)", name="Mapped") in out
+
+    bare = run("connection_add", "Bare", *common, "--no-default-field", "--json")
+    assert json.loads(bare)["fields"] == []
+    assert not Connection.objects.get(name="Bare").field_mappings.exists()
+    assert connection_add.MSG_NOT_MAPPED.format(name="Bare") in run(
+        "connection_add", "Bare", "--update", "--api-budget", "30"
+    )
+
+
 def test_add_jwt_from_private_key_file_then_test(db, emu, tmp_path):
     creds = emu.credentials
     key_file = tmp_path / "server.key"

@@ -54,6 +54,17 @@ def test_field_add_checks_describe_and_reads_values(sf_connection, capsys):
     assert "Read 8 value(s)" in capsys.readouterr().out
 
 
+def test_field_add_of_a_mapped_field_says_so_once(sf_connection):
+    from mappings.services.fields import FIELD_ALREADY_MAPPED
+
+    with pytest.raises(CommandError) as exc:
+        call_command("field_add", sf_connection.name, "--field", "Status", "--no-refresh")
+    assert str(exc.value) == FIELD_ALREADY_MAPPED.format(
+        connection=sf_connection.name, object="Lead", field="Status"
+    )
+    assert FieldMapping.objects.filter(connection=sf_connection, field_name="Status").count() == 1
+
+
 def test_field_add_refuses_a_text_field(sf_connection):
     with pytest.raises(CommandError) as exc:
         call_command(

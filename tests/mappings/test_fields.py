@@ -115,3 +115,56 @@ def test_options_changes_keep_history(lead_status, admin_user):
     assert latest.history_user == admin_user
     changed = {c.field for c in latest.diff_against(latest.prev_record).changes}
     assert {"forward_only", "conflict_policy"} <= changed
+
+
+def test_the_external_placeholder_must_be_an_active_value_of_the_field(lead_status, admin_user):
+    from mappings.services.fields import PLACEHOLDER_NOT_A_VALUE
+
+    lead_status.external_placeholder_value = "Unheard of"
+    with pytest.raises(ValidationError) as excinfo:
+        field_mapping_save(field_mapping=lead_status, acting_user=admin_user)
+    assert excinfo.value.message_dict["external_placeholder_value"] == [
+        PLACEHOLDER_NOT_A_VALUE.format(value="Unheard of", field="Lead.Status")
+    ]
+    PicklistValueFactory(field_mapping=lead_status, value="Parked", active=False)
+    lead_status.external_placeholder_value = "Parked"
+    with pytest.raises(ValidationError):
+        field_mapping_save(field_mapping=lead_status, acting_user=admin_user)
+    PicklistValueFactory(field_mapping=lead_status, value="Other")
+    lead_status.external_placeholder_value = "Other"
+    field_mapping_save(field_mapping=lead_status, acting_user=admin_user)
+    lead_status.refresh_from_db()
+    assert lead_status.external_placeholder_value == "Other"
+
+
+def test_on_an_inbound_field_the_placeholder_stays_unmapped(lead_status, admin_user):
+    from mappings.services.fields import PLACEHOLDER_MAPPED
+    from mappings.services.values import (
+        PLACEHOLDER_STAYS_UNMAPPED,
+        MappingChange,
+        MappingRuleError,
+        picklist_values_apply,
+    )
+
+    other = PicklistValueFactory(field_mapping=lead_status, value="Other", stage=stage("lost"))
+    lead_status.external_placeholder_value = "Other"
+    with pytest.raises(ValidationError) as excinfo:
+        field_mapping_save(field_mapping=lead_status, acting_user=admin_user)
+    assert excinfo.value.message_dict["external_placeholder_value"] == [
+        PLACEHOLDER_MAPPED.format(value="Other", stage=stage("lost").name)
+    ]
+    other.stage = None
+    other.save()
+    field_mapping_save(field_mapping=lead_status, acting_user=admin_user)
+    with pytest.raises(MappingRuleError) as refused:
+        picklist_values_apply(
+            field_mapping=lead_status,
+            changes={other.pk: MappingChange(stage=stage("new"), outbound=False)},
+            acting_user=admin_user,
+        )
+    assert refused.value.by_value[other.pk] == [PLACEHOLDER_STAYS_UNMAPPED.format(value="Other")]
+    # An outbound-only field writes it but never reads it: it may be mapped there.
+    lead_status.direction = FieldMapping.Direction.OUTBOUND
+    other.stage = stage("lost")
+    other.save()
+    field_mapping_save(field_mapping=lead_status, acting_user=admin_user)

@@ -56,6 +56,10 @@ def test_a_deactivated_value_is_updated(sf_connection, lead_status, emulator):
 
     nurturing = lead_status.values.get(value="Nurturing")
     assert not nurturing.active
+    # Nurturing is a Sales Lead value: deactivated, it still is (not "every record type").
+    lead_status.refresh_from_db()
+    sales = sorted(rt for rt, name in lead_status.record_types.items() if name == "Sales Lead")
+    assert nurturing.record_type_ids == sales
     assert lead_status.values.get(value="SQL").label == "Sales qualified"
     assert refresh.updated == 2
 

@@ -23,6 +23,8 @@ MSG_CREATED = (
     "run `manage.py connection_test {name}`."
 )
 MSG_UPDATED = "Updated connection {name!r} ({method}). Status: {status}."
+MSG_MAPPED = "Mapped: {fields}; add more with `manage.py field_add {name} --field …`."
+MSG_NOT_MAPPED = "No field mapped; add one with `manage.py field_add {name} --field …`."
 
 SECRET_OPTIONS = {
     "consumer_secret": "consumer-secret",
@@ -76,6 +78,11 @@ class Command(BaseCommand):
                                 help=f"file holding the {option}")
         parser.add_argument("--update", action="store_true",
                             help="change an existing connection instead of refusing")
+        parser.add_argument(
+            "--no-default-field",
+            action="store_true",
+            help="Leave a new connection without fields (by default Lead.Status, both ways).",
+        )
         parser.add_argument("--json", action="store_true")
 
     def _secrets(self, options) -> dict[str, str]:
@@ -127,7 +134,11 @@ class Command(BaseCommand):
                     raise CommandError(ERR_AUTH_REQUIRED)
                 given.setdefault("login_url", "")
                 connection = services.connection_create(
-                    name=name, auth_method=options["auth"], secrets=secrets, **given
+                    name=name,
+                    auth_method=options["auth"],
+                    secrets=secrets,
+                    default_fields=not options["no_default_field"],
+                    **given,
                 )
                 message = MSG_CREATED.format(
                     name=name, method=connection.get_auth_method_display(),
@@ -135,8 +146,18 @@ class Command(BaseCommand):
                 )
         except ValidationError as exc:
             raise CommandError(ERR_INVALID.format(errors=_validation_text(exc))) from None
+        # The fields the apps above map for it, through the relation they attach.
+        fields = [
+            f"{fm.object_name}.{fm.field_name} ({fm.direction})"
+            for fm in connection.field_mappings.order_by("object_name", "field_name")
+        ]
         if options["json"]:
-            self.stdout.write(json.dumps(selectors.connection_summary(connection=connection),
-                                         indent=2))
+            summary = selectors.connection_summary(connection=connection)
+            self.stdout.write(json.dumps({**summary, "fields": fields}, indent=2))
         else:
             self.stdout.write(self.style.SUCCESS(message))
+            self.stdout.write(
+                MSG_MAPPED.format(fields=", ".join(fields), name=name)
+                if fields
+                else MSG_NOT_MAPPED.format(name=name)
+            )
