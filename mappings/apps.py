@@ -6,4 +6,13 @@ class MappingsConfig(AppConfig):
     verbose_name = "Stages and mappings"
 
     def ready(self) -> None:
-        from mappings import receivers  # noqa: F401  (connects the signal receivers)
+        from django.db.models.signals import post_save
+
+        from connections.models import Connection
+        from mappings import receivers
+
+        post_save.connect(
+            receivers.connection_created,
+            sender=Connection,
+            dispatch_uid="mappings_connection_defaults",
+        )

@@ -1,13 +1,9 @@
 """Reactions of mappings to events of the apps below it (connections)."""
 
-from django.db.models.signals import post_save
-from django.dispatch import receiver
-
 from connections.models import Connection
 from mappings.services.fields import field_mappings_create_defaults
 
 
-@receiver(post_save, sender=Connection, dispatch_uid="mappings_connection_defaults")
 def connection_created(sender, instance: Connection, created: bool, raw: bool = False, **kwargs):
     if created and not raw and not getattr(instance, "skip_default_fields", False):
         field_mappings_create_defaults(
