@@ -90,6 +90,7 @@ class SyncedRecordAdmin(SyncedRecordOutboundMixin, admin.ModelAdmin):
                     "raw_value",
                     "picklist_value",
                     "stage",
+                    "allow_backward",
                     "stage_source",
                     "stage_changed_at",
                 ]

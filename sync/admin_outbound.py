@@ -5,21 +5,26 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.contrib.admin.utils import flatten_fieldsets
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_POST
 
+from connections.admin import admin_object_or_404
 from mappings.models import Stage
 from sync.models import RecordError, SyncedRecord
 from sync.services import outbound
 from sync.services.outbound import records_requeue_failed
-from sync.services.record_stage import record_set_stage
+from sync.services.record_stage import (
+    record_move_refusal,
+    record_set_stage,
+    records_move_to_stage,
+)
 
 MOVED = "{count} record(s) moved to {stage}; the push is queued."
 NOTHING_MOVED = "No record changed: the selected records are already in {stage}."
@@ -34,6 +39,43 @@ class MoveToStageForm(forms.Form):
         empty_label=None,
         help_text="The records get this stage and its outbound values are written to Salesforce.",
     )
+    allow_backward = forms.BooleanField(
+        required=False,
+        label="Allow backward moves",
+        help_text="On a forward-only field a move back in the funnel is refused unless you "
+        "confirm it here; confirmed moves are kept in each record's stage history.",
+    )
+
+
+class SyncedRecordStageForm(forms.ModelForm):
+    """The record's change form: a stage edited here is a local move, asked of the rulebook."""
+
+    allow_backward = forms.BooleanField(
+        required=False,
+        label="Allow a backward move",
+        help_text="Needed to move the record back in the funnel on a forward-only field.",
+    )
+
+    class Meta:
+        model = SyncedRecord
+        fields = ["stage"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if "stage" in self.changed_data and self.instance.pk:
+            refusal = record_move_refusal(
+                record=self.instance_before,
+                stage=cleaned.get("stage"),
+                allow_backward=cleaned.get("allow_backward", False),
+            )
+            if refusal:
+                self.add_error("stage", refusal)
+        return cleaned
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The form's cleaning writes the posted stage onto the instance: keep the one before.
+        self.instance_before = SyncedRecord.objects.filter(pk=self.instance.pk).first()
 
 
 def _count_subquery(queryset, column: str):
@@ -44,6 +86,7 @@ def _count_subquery(queryset, column: str):
 class SyncedRecordOutboundMixin:
     """Mixed into SyncedRecordAdmin: stage changes that push, retries and outbound columns."""
 
+    form = SyncedRecordStageForm
     actions = ["move_to_stage", "retry_push"]
     move_to_stage_template = "admin/sync/syncedrecord/move_to_stage.html"
 
@@ -61,13 +104,35 @@ class SyncedRecordOutboundMixin:
         errors = getattr(obj, "open_error_count", 0)
         return f"{label} ({errors} error{'s' if errors != 1 else ''})" if errors else label
 
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if "stage" not in self.get_readonly_fields(request, obj) and self.has_change_permission(
+            request, obj
+        ):
+            return fieldsets
+        # No stage to edit (a viewer, a converted lead): nothing to confirm either.
+        return [
+            (name, {**options, "fields": [f for f in options["fields"] if f != "allow_backward"]})
+            for name, options in fieldsets
+        ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if "allow_backward" not in flatten_fieldsets(self.get_fieldsets(request, obj)):
+            kwargs["form"] = forms.ModelForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
     def save_model(self, request, obj, form, change):
         # A stage edited here is a local change: it goes through the service so it is pushed.
         if change and "stage" in form.changed_data:
             new_stage = obj.stage
             obj.stage_id = form.initial.get("stage")
             super().save_model(request, obj, form, change)
-            record_set_stage(records=[obj], stage=new_stage, acting_user=request.user)
+            record_set_stage(
+                records=[obj],
+                stage=new_stage,
+                acting_user=request.user,
+                allow_backward=form.cleaned_data.get("allow_backward", False),
+            )
             obj.refresh_from_db()
             return
         super().save_model(request, obj, form, change)
@@ -80,19 +145,20 @@ class SyncedRecordOutboundMixin:
             form = MoveToStageForm(request.POST)
             if form.is_valid():
                 stage = form.cleaned_data["stage"]
-                try:
-                    count = record_set_stage(
-                        records=queryset, stage=stage, acting_user=request.user
-                    )
-                except ValidationError as exc:
-                    self.message_user(request, "; ".join(exc.messages), messages.ERROR)
-                    return None
-                if count:
-                    self.message_user(request, MOVED.format(count=count, stage=stage.name))
-                else:
+                outcome = records_move_to_stage(
+                    records=queryset,
+                    stage=stage,
+                    acting_user=request.user,
+                    allow_backward=form.cleaned_data["allow_backward"],
+                )
+                if outcome.moved:
+                    self.message_user(request, MOVED.format(count=outcome.moved, stage=stage.name))
+                elif not outcome.skipped:
                     self.message_user(
                         request, NOTHING_MOVED.format(stage=stage.name), messages.WARNING
                     )
+                for line in outcome.skipped_text():
+                    self.message_user(request, line, messages.WARNING)
                 return None
         else:
             form = MoveToStageForm()
@@ -170,6 +236,10 @@ class RecordErrorAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # An audit row: only a superuser deletes it (also when it would cascade).
+        return request.user.is_superuser
 
     def has_retry_permission(self, request) -> bool:
         return request.user.has_perm("sync.change_syncedrecord")
@@ -259,11 +329,14 @@ class ConnectionOutboundMixin:
             *super().get_urls(),
         ]
 
-    @method_decorator(require_POST)
     def push_now_view(self, request, object_id):
+        # Permission first (403), then the id (404), then the method (405).
         if not self.has_run_sync_permission(request):
             raise PermissionDenied
-        connection = get_object_or_404(self.model, pk=object_id)
+        connection = admin_object_or_404(self.model, object_id)
+        return require_POST(self._push_now_post)(request, connection)
+
+    def _push_now_post(self, request, connection):
         outbound.push_enqueue(connection)
         self.message_user(request, PUSH_QUEUED.format(names=connection.name))
         info = self.model._meta.app_label, self.model._meta.model_name

@@ -10,4 +10,7 @@ class SyncConfig(AppConfig):
         from sync import receivers
 
         mappings_changed.connect(receivers.on_mappings_changed, dispatch_uid="sync.reapply")
+        mappings_changed.connect(
+            receivers.on_mappings_changed_requeue, dispatch_uid="sync.outbound.requeue_failed"
+        )
         stage_merging.connect(receivers.on_stage_merging, dispatch_uid="sync.stage_merging")

@@ -1,5 +1,6 @@
 """Records read from Salesforce, sync cursors, runs, leases and per-record errors."""
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -103,6 +104,41 @@ class SyncedRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_name} {self.sf_id}"
+
+
+class StageChange(models.Model):
+    """A local move of a record's stage (admin, command, merge): who, when, from, to."""
+
+    class Reason(models.TextChoices):
+        MOVE = "move", "Moved"
+        MERGE = "merge", "Stage merge"
+
+    record = models.ForeignKey(
+        SyncedRecord, on_delete=models.CASCADE, related_name="stage_changes", db_constraint=False
+    )
+    from_stage = models.ForeignKey(
+        Stage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        db_constraint=False,
+    )
+    to_stage = models.ForeignKey(
+        Stage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        db_constraint=False,
+    )
+    reason = models.CharField(max_length=10, choices=Reason.choices, default=Reason.MOVE)
+    # Allowed back in the funnel on a forward-only field, because the person confirmed it.
+    backward = models.BooleanField(default=False)
+    acting_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["record", "-changed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.record} → {self.to_stage or 'no stage'}"
 
 
 class SyncCursor(models.Model):

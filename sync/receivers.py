@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from sync.services.outbound import records_requeue_failed
 from sync.services.reapply import records_move_stage, records_reapply_mappings
 
 
@@ -22,4 +23,9 @@ def on_mappings_changed(sender, *, field_mapping_ids, acting_user=None, **kwargs
 
 def on_stage_merging(sender, *, source, target, acting_user=None, **kwargs) -> int:
     """Runs inside the merge transaction so records move atomically with the merge."""
-    return records_move_stage(source=source, target=target)
+    return records_move_stage(source=source, target=target, acting_user=acting_user)
+
+
+def on_mappings_changed_requeue(sender, *, field_mapping_ids, **kwargs) -> None:
+    """An outbound value set or fixed may cure errors that were waiting for a person."""
+    records_requeue_failed(field_mapping_ids=list(field_mapping_ids or []))

@@ -51,6 +51,7 @@ CODE_NO_OUTBOUND_VALUE = "no_outbound_value"
 CODE_INACTIVE_VALUE = "inactive_outbound_value"
 CODE_RECORD_TYPE_VALUE = "record_type_value"
 CODE_MAPPING_BROKEN = "mapping_broken"
+CODE_NO_STAGE_VALUE = "no_stage_value"
 
 NO_OUTBOUND_VALUE = "no outbound value for stage {stage} on {object}.{field}"
 INACTIVE_OUTBOUND_VALUE = (
@@ -60,6 +61,9 @@ RECORD_TYPE_VALUE = (
     "value {value} on {object}.{field} is not available for record type {record_type}"
 )
 MAPPING_BROKEN = "{object}.{field} is broken: {reason}"
+NO_STAGE_VALUE = (
+    "the record has no stage and {object}.{field} has no external placeholder to write for it"
+)
 NOTHING_WRITTEN = "; nothing was written to this record"
 
 
@@ -334,7 +338,12 @@ def _field_value(
     if f.broken_reason:
         return refuse(CODE_MAPPING_BROKEN, MAPPING_BROKEN.format(**where, reason=f.broken_reason))
     if stage_id is None:
-        return (MISSING if f.skip_empty else (f.placeholder or None)), None
+        if f.skip_empty:
+            return MISSING, None
+        if f.placeholder:
+            return f.placeholder, None
+        # Salesforce has no value meaning "no stage" (clearing a required picklist fails there).
+        return refuse(CODE_NO_STAGE_VALUE, NO_STAGE_VALUE.format(**where))
     stage = funnel.name(stage_id)
     value = f.values.get(stage_id)
     if value is None:

@@ -1,124 +1,130 @@
-"""Re-apply changed mappings to stored records in set-based updates, without API calls."""
+"""Re-apply changed mappings to stored records in set-based updates, without API calls.
+
+The rulebook decides per situation (a raw value, the current stage, converted, a local change
+not yet pushed, whether the value is stagemap's own echo): one GROUP BY finds the situations the
+records are in, and each one that moves is one UPDATE.
+"""
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q, Subquery
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    OuterRef,
+    Q,
+    Subquery,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from mappings.models import FieldMapping, PicklistValue, Stage
-from sync.models import SyncedRecord, SyncRun
+from sync import rules
+from sync.models import StageChange, SyncedRecord, SyncRun
+from sync.services.facts import funnel_load, inbound_rules
+from sync.services.mirror import records_queue_mirror
 from sync.services.runs import run_finish
 
 logger = logging.getLogger(__name__)
 
+LOCAL_PENDING = Q(stage_source=SyncedRecord.StageSource.LOCAL) & ~Q(
+    outbound_state=SyncedRecord.OutboundState.CLEAN
+)
 
-def _reapply_one(*, mapping: FieldMapping, now) -> int:
+
+def _echo(field_name: str) -> Q:
+    """The raw value is exactly what stagemap last wrote to the field (None reads back empty)."""
+    pushed = Coalesce(
+        KeyTextTransform(field_name, "last_pushed_values"), Value(""), output_field=TextField()
+    )
+    return Q(last_pushed_values__has_key=field_name) & Q(raw_value=pushed)
+
+
+def _situations(records, field_name: str):
+    flag = {"output_field": BooleanField(), "default": Value(False)}
+    return (
+        records.order_by()
+        .annotate(
+            h_local=Case(When(LOCAL_PENDING, then=Value(True)), **flag),
+            h_echo=Case(When(_echo(field_name), then=Value(True)), **flag),
+        )
+        .values("raw_value", "stage_id", "is_converted", "h_local", "h_echo")
+        .annotate(n=Count("pk"))
+    )
+
+
+def _in_situation(records, situation: dict, field_name: str):
+    stage = situation["stage_id"]
+    local = LOCAL_PENDING if situation["h_local"] else ~LOCAL_PENDING
+    echo = _echo(field_name) if situation["h_echo"] else ~_echo(field_name)
+    return records.filter(
+        Q(stage_id=stage) if stage else Q(stage__isnull=True),
+        local,
+        echo,
+        raw_value=situation["raw_value"],
+        is_converted=situation["is_converted"],
+    )
+
+
+def _link_values(records, mapping: FieldMapping) -> None:
+    """Records read before their value was known (a refresh came later) get linked to it."""
+    # order_by(): the default ordering would join field mapping and connection into every
+    # correlated subquery, once per record.
+    matching = PicklistValue.objects.filter(field_mapping=mapping, value=OuterRef("raw_value"))
+    records.filter(picklist_value__isnull=True).exclude(raw_value="").filter(
+        Exists(matching.order_by())
+    ).update(picklist_value=Subquery(matching.order_by().values("pk")[:1]))
+
+
+def _reapply_one(*, mapping: FieldMapping, funnel: rules.Funnel, now) -> int:
     records = SyncedRecord.objects.filter(
         connection_id=mapping.connection_id, object_name=mapping.object_name
     )
-    # order_by(): the default ordering would join field mapping and connection into every
-    # correlated subquery, once per record.
-    values = PicklistValue.objects.filter(field_mapping=mapping).order_by()
-
-    # Records read before their value was known (refresh came later) get linked to it.
-    matching = values.filter(value=OuterRef("raw_value"))
-    records.filter(picklist_value__isnull=True).exclude(raw_value="").filter(
-        Exists(matching)
-    ).update(picklist_value=Subquery(matching.values("pk")[:1]))
-
-    # Converted leads keep the converted stage; a local stage not yet pushed is not overwritten.
-    movable = records.exclude(is_converted=True).exclude(
-        Q(stage_source=SyncedRecord.StageSource.LOCAL)
-        & ~Q(outbound_state=SyncedRecord.OutboundState.CLEAN)
-    )
-    if _update_from_supported():
-        changed = _remap_joined(mapping=mapping, now=now)
-    else:
-        mapped_stage = values.filter(pk=OuterRef("picklist_value_id")).values("stage_id")[:1]
-        differs = (
-            Q(stage__isnull=True, picklist_value__stage__isnull=False)
-            | Q(stage__isnull=False, picklist_value__stage__isnull=True)
-            | ~Q(stage=F("picklist_value__stage"))
+    _link_values(records, mapping)
+    book = inbound_rules(mapping)
+    changed = 0
+    for situation in _situations(records, mapping.field_name):
+        decision = rules.inbound_stage(
+            held=rules.Held(
+                stage_id=situation["stage_id"],
+                local_pending=situation["h_local"],
+                last_pushed=situation["raw_value"] if situation["h_echo"] else rules.MISSING,
+                is_converted=situation["is_converted"],
+            ),
+            seen=rules.Seen(
+                value=situation["raw_value"], is_converted=situation["is_converted"]
+            ),
+            rules=book,
+            funnel=funnel,
+            remap=True,
         )
-        changed = (
-            movable.filter(picklist_value__field_mapping=mapping)
-            .filter(differs)
-            .update(
-                stage=Subquery(mapped_stage),
-                stage_source=SyncedRecord.StageSource.SALESFORCE,
-                stage_changed_at=now,
-                updated_at=now,
-            )
-        )
-
-    if not mapping.skip_empty_inbound:
-        placeholder = mapping.empty_placeholder_stage_id
-        empty = movable.filter(raw_value="")
-        # exclude() on a nullable column keeps the NULL rows, which need the placeholder too.
-        empty = (
-            empty.exclude(stage_id=placeholder)
-            if placeholder
-            else empty.filter(stage__isnull=False)
-        )
-        changed += empty.update(
-            stage_id=placeholder,
-            stage_source=SyncedRecord.StageSource.SALESFORCE,
-            stage_changed_at=now,
-            updated_at=now,
+        if not decision.stage_changed and decision.outbound is None:
+            continue
+        values = {"updated_at": now}
+        if decision.stage_changed:
+            values.update(stage_id=decision.stage_id, stage_changed_at=now)
+            changed += situation["n"]
+        if decision.from_salesforce:
+            values["stage_source"] = SyncedRecord.StageSource.SALESFORCE
+            values["outbound_state"] = decision.outbound
+        _in_situation(records, situation, mapping.field_name).update(**values)
+    if changed:
+        # The records it moved: their mirror fields follow.
+        records_queue_mirror(
+            connection_id=mapping.connection_id,
+            object_name=mapping.object_name,
+            moved_since=now,
+            funnel=funnel,
         )
     return changed
-
-
-def _update_from_supported() -> bool:
-    db = transaction.get_connection()
-    if db.vendor == "postgresql":
-        return True
-    return db.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 33)
-
-
-def _remap_joined(*, mapping: FieldMapping, now) -> int:
-    """Records whose value now maps to another stage, moved in one UPDATE ... FROM.
-
-    The ORM's form (a correlated subquery per record, the join repeated in an IN) takes
-    seconds for 100,000 records; the join touches each record once, only the changed ones.
-    Same rules as `movable` above: converted leads and unpushed local stages stay.
-    """
-    db = transaction.get_connection()
-    qn = db.ops.quote_name
-    records = qn(SyncedRecord._meta.db_table)
-    values = qn(PicklistValue._meta.db_table)
-    differs = "IS DISTINCT FROM" if db.vendor == "postgresql" else "IS NOT"
-    sql = (
-        f"UPDATE {records} SET {qn('stage_id')} = v.{qn('stage_id')}, "
-        f"{qn('stage_source')} = %s, {qn('stage_changed_at')} = %s, {qn('updated_at')} = %s "
-        f"FROM {values} AS v "
-        f"WHERE v.{qn('field_mapping_id')} = %s "
-        f"AND {records}.{qn('picklist_value_id')} = v.{qn('id')} "
-        f"AND {records}.{qn('connection_id')} = %s AND {records}.{qn('object_name')} = %s "
-        f"AND {records}.{qn('stage_id')} {differs} v.{qn('stage_id')} "
-        f"AND NOT {records}.{qn('is_converted')} "
-        f"AND NOT ({records}.{qn('stage_source')} = %s AND {records}.{qn('outbound_state')} <> %s)"
-    )
-    stamp = db.ops.adapt_datetimefield_value(now)
-    with db.cursor() as cursor:
-        cursor.execute(
-            sql,
-            [
-                str(SyncedRecord.StageSource.SALESFORCE),
-                stamp,
-                stamp,
-                mapping.pk,
-                mapping.connection_id,
-                mapping.object_name,
-                str(SyncedRecord.StageSource.LOCAL),
-                str(SyncedRecord.OutboundState.CLEAN),
-            ],
-        )
-        return cursor.rowcount
 
 
 def records_reapply_mappings(
@@ -138,9 +144,11 @@ def records_reapply_mappings(
         mappings = mappings.filter(connection=connection)
     total = 0
     per_connection: dict[int, int] = {}
+    funnel = None
     for mapping in mappings.select_related("connection"):
+        funnel = funnel or funnel_load()
         with transaction.atomic():
-            changed = _reapply_one(mapping=mapping, now=timezone.now())
+            changed = _reapply_one(mapping=mapping, funnel=funnel, now=timezone.now())
         per_connection[mapping.connection_id] = per_connection.get(mapping.connection_id, 0) + (
             changed
         )
@@ -159,9 +167,21 @@ def records_reapply_mappings(
     return total
 
 
-def records_move_stage(*, source: Stage, target: Stage) -> int:
-    """Move every record of `source` to `target` in one UPDATE (stage merge)."""
+def records_move_stage(*, source: Stage, target: Stage, acting_user=None) -> int:
+    """Stage merge: every record of `source` moves to `target`, as a local move the person
+    confirmed (a merge may move records back in the funnel); converted leads move too, never
+    pushed. Runs inside the merge transaction."""
+    from sync.services.record_stage import records_move_to_stage
+
+    records = SyncedRecord.objects.filter(stage=source)
+    converted = records.filter(is_converted=True)
     now = timezone.now()
-    return SyncedRecord.objects.filter(stage=source).update(
-        stage=target, stage_changed_at=now, updated_at=now
+    moved = converted.update(stage=target, stage_changed_at=now, updated_at=now)
+    outcome = records_move_to_stage(
+        records=records.filter(is_converted=False),
+        stage=target,
+        acting_user=acting_user,
+        allow_backward=True,
+        reason=StageChange.Reason.MERGE,
     )
+    return moved + outcome.moved

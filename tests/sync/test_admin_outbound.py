@@ -1,6 +1,5 @@
 """Admin for the outbound push: Move to stage…, retries, record errors, Push now, counts."""
 
-from types import SimpleNamespace
 
 import pytest
 from django.contrib import admin
@@ -9,6 +8,7 @@ from django.urls import path, reverse
 
 from connections.models import Connection
 from mappings.models import FieldMapping, Stage
+from sync import rules
 from sync.admin import SyncedRecordAdmin
 from sync.admin_outbound import (
     MOVED,
@@ -18,7 +18,8 @@ from sync.admin_outbound import (
     RecordErrorAdmin,
     SyncedRecordOutboundMixin,
 )
-from sync.models import RecordError, SyncedRecord
+from sync.models import RecordError, StageChange, SyncedRecord
+from sync.services.record_stage import SKIPPED
 from tests.sync.factories import ConnectionFactory, FieldMappingFactory, SyncedRecordFactory
 from tests.sync.outbound_factories import no_enqueue_fixture  # noqa: F401
 
@@ -124,23 +125,56 @@ def test_viewers_cannot_move_records(viewer_client, records, no_enqueue):
 
 
 def test_editing_the_stage_in_the_form_is_a_local_change(
-    admin_user, records, no_enqueue, django_capture_on_commit_callbacks
+    admin_client, records, no_enqueue, django_capture_on_commit_callbacks
 ):
     record = records[0]
-    model_admin = site._registry[SyncedRecord]
     lost = Stage.objects.get(key="lost")
-    record.stage = lost
-    form = SimpleNamespace(changed_data=["stage"], initial={"stage": None})
-    request = SimpleNamespace(user=admin_user)
+    url = reverse("admin:sync_syncedrecord_change", args=[record.pk])
     with django_capture_on_commit_callbacks(execute=True):
-        model_admin.save_model(request, record, form, change=True)
+        response = admin_client.post(url, {"stage": lost.pk})
+    assert response.status_code == 302
     record.refresh_from_db()
     assert record.stage == lost
     assert record.stage_source == SyncedRecord.StageSource.LOCAL
     assert record.outbound_state == SyncedRecord.OutboundState.PENDING
-    assert no_enqueue == [record.connection_id]
+    assert StageChange.objects.filter(record=record, to_stage=lost).exists()
 
 
+def test_a_move_back_on_a_forward_only_field_needs_the_confirmation(
+    admin_client, connection, records, no_enqueue
+):
+    FieldMapping.objects.filter(connection=connection).update(forward_only=True)
+    record = records[0]
+    SyncedRecord.objects.filter(pk=record.pk).update(stage=Stage.objects.get(key="in_progress"))
+    new = Stage.objects.get(key="new")
+    url = reverse("admin:sync_syncedrecord_change", args=[record.pk])
+    refused = admin_client.post(url, {"stage": new.pk})
+    assert refused.status_code == 200
+    assert "Lead.Status is forward-only" in refused.content.decode()
+    record.refresh_from_db()
+    assert record.stage.key == "in_progress"
+    allowed = admin_client.post(url, {"stage": new.pk, "allow_backward": "on"})
+    assert allowed.status_code == 302
+    record.refresh_from_db()
+    assert record.stage == new
+    assert StageChange.objects.get(record=record).backward
+
+
+def test_bulk_move_says_how_many_it_skipped_and_why(
+    admin_client, connection, records, no_enqueue
+):
+    SyncedRecord.objects.filter(pk=records[0].pk).update(
+        is_converted=True, stage=Stage.objects.get(key="converted")
+    )
+    lost = Stage.objects.get(key="lost")
+    response = admin_client.post(
+        reverse(CHANGELIST), action_post("move_to_stage", records, apply="1", stage=lost.pk),
+        follow=True,
+    )
+    text = response.content.decode()
+    assert MOVED.format(count=2, stage=lost.name) in text
+    assert SKIPPED.format(count=1, reason=rules.MOVE_REASONS[rules.REFUSED_CONVERTED]) in text
+    assert SyncedRecord.objects.filter(stage=lost).count() == 2
 def failed_record(connection, kind=RecordError.Kind.PERMANENT):
     record = SyncedRecordFactory(
         connection=connection, outbound_state=SyncedRecord.OutboundState.FAILED

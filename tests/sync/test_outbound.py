@@ -9,15 +9,10 @@ from django.utils import timezone
 
 from connections.salesforce import MASTER_RECORD_TYPE_ID
 from mappings.models import FieldMapping, PicklistValue, Stage
+from sync import rules
 from sync.models import RecordError, SyncedRecord, SyncRun
 from sync.services.inbound import sync_run_inbound
-from sync.services.outbound import (
-    CODE_CONVERTED_LEAD,
-    CODE_RECORD_TYPE_VALUE,
-    CONVERTED_LEAD,
-    RECORD_TYPE_VALUE,
-    sync_run_push,
-)
+from sync.services.outbound import sync_run_push
 from tests.sync.factories import (  # noqa: F401
     org_allows_calls,
     org_budget_renewed,
@@ -95,8 +90,37 @@ def test_round_trip_leaves_the_stage_and_pushes_nothing_more(emulator, org_conne
     assert not SyncedRecord.objects.filter(outbound_state=PENDING).exists()
 
 
-def test_inbound_changes_are_never_pushed(emulator, org_connection, no_enqueue):
+def test_a_salesforce_change_pushes_the_mirror_fields_only(
+    emulator, org_connection, no_enqueue, django_capture_on_commit_callbacks
+):
     synced_leads(org_connection)
+    [lead] = open_leads(org_connection, count=1)
+    emulator.org.update_record("Lead", lead.sf_id, {"Status": "Working - Contacted"})
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_run_inbound(connection=org_connection, object_name="Lead")
+    lead.refresh_from_db()
+    assert lead.stage.key == "contacted"
+    assert lead.stage_source == SyncedRecord.StageSource.SALESFORCE
+    assert lead.outbound_state == PENDING
+    assert no_enqueue == [org_connection.pk]
+    emulator.org.clear_request_log()
+
+    run = sync_run_push(connection=org_connection)
+
+    assert run.pushed == 1
+    assert composite_calls(emulator) == 1
+    there = emulator.org.get_record("Lead", lead.sf_id)
+    # The field the change came from is never written back; the mirror follows the stage.
+    assert there["Status"] == "Working - Contacted"
+    assert there["Lifecycle_Stage__c"] == LIFECYCLE_FOR_STAGE["contacted"]
+    assert sync_run_push(connection=org_connection).pushed == 0
+
+
+def test_inbound_changes_are_not_pushed_without_mirror_fields(
+    emulator, org_connection, no_enqueue
+):
+    _, lifecycle = synced_leads(org_connection)
+    FieldMapping.objects.filter(pk=lifecycle.pk).update(mirror=False)
     [lead] = open_leads(org_connection, count=1)
     emulator.org.update_record("Lead", lead.sf_id, {"Status": "Working - Contacted"})
     sync_run_inbound(connection=org_connection, object_name="Lead")
@@ -179,6 +203,9 @@ def test_record_type_lacking_the_value_fails_without_a_call(emulator, org_connec
     sales, partner = types["Sales_Lead"], types["Partner_Lead"]
     # MQL (the outbound value of "in_progress") is offered by the sales record type only.
     PicklistValue.objects.filter(field_mapping=status, value="MQL").update(record_type_ids=[sales])
+    FieldMapping.objects.filter(pk=status.pk).update(
+        record_types={sales: "Sales Lead", partner: "Partner Lead"}
+    )
     partner_leads = open_leads(org_connection, count=1, record_type_id=partner)
     sales_leads = open_leads(org_connection, count=1, record_type_id=sales)
     move(partner_leads + sales_leads, "in_progress")
@@ -190,10 +217,10 @@ def test_record_type_lacking_the_value_fails_without_a_call(emulator, org_connec
     [partner_lead] = refreshed(partner_leads)
     assert partner_lead.outbound_state == FAILED
     error = RecordError.objects.get(record=partner_lead)
-    assert error.code == CODE_RECORD_TYPE_VALUE
-    assert error.message == RECORD_TYPE_VALUE.format(
-        value="MQL", object="Lead", field="Status", record_type=partner
-    )
+    assert error.code == rules.CODE_RECORD_TYPE_VALUE
+    assert error.message == rules.RECORD_TYPE_VALUE.format(
+        value="MQL", object="Lead", field="Status", record_type=f"Partner Lead ({partner})"
+    ) + rules.NOTHING_WRITTEN
     assert emulator.org.get_record("Lead", partner_lead.sf_id)["Status"] == "Open - Not Contacted"
     assert emulator.org.get_record("Lead", sales_leads[0].sf_id)["Status"] == "MQL"
     assert composite_calls(emulator) == 1
@@ -202,23 +229,23 @@ def test_record_type_lacking_the_value_fails_without_a_call(emulator, org_connec
 
 def test_converted_leads_are_never_pushed(emulator, org_connection, no_enqueue):
     synced_leads(org_connection)
-    known, converted_there = open_leads(org_connection, count=2)
-    SyncedRecord.objects.filter(pk=known.pk).update(is_converted=True)
-    # Converted in Salesforce after our last read: the batch's read finds it before writing.
-    emulator.org.convert_lead(converted_there.sf_id)
-    move([known, converted_there], "contacted")
+    [lead] = open_leads(org_connection, count=1)
+    move([lead], "contacted")
+    # Converted in Salesforce after the local move: the batch's read finds it before writing.
+    emulator.org.convert_lead(lead.sf_id)
+    status_there = emulator.org.get_record("Lead", lead.sf_id)["Status"]
     emulator.org.clear_request_log()
 
     run = sync_run_push(connection=org_connection)
 
-    assert run.failed == 2
+    assert (run.pushed, run.failed) == (0, 0)
     assert composite_calls(emulator) == 0
-    for lead in refreshed([known, converted_there]):
-        assert lead.is_converted
-        error = RecordError.objects.get(record=lead)
-        assert error.code == CODE_CONVERTED_LEAD
-        assert error.message == CONVERTED_LEAD.format(sf_id=lead.sf_id)
-    assert emulator.org.get_record("Lead", known.sf_id)["Status"] == "Open - Not Contacted"
+    [lead] = refreshed([lead])
+    assert lead.is_converted
+    assert lead.stage.category == Stage.Category.CONVERTED
+    assert lead.outbound_state == CLEAN
+    assert not RecordError.objects.filter(record=lead).exists()
+    assert emulator.org.get_record("Lead", lead.sf_id)["Status"] == status_there
 
 
 def test_validation_rule_keeps_every_message(emulator, org_connection, no_enqueue):
@@ -342,6 +369,54 @@ def test_conflict_salesforce_wins(emulator, org_connection, no_enqueue):
     assert lead.raw_value == "SQL"
     assert lead.stage_source == SyncedRecord.StageSource.SALESFORCE
     assert emulator.org.get_record("Lead", lead.sf_id)["Status"] == "SQL"
+
+
+def test_conflict_salesforce_wins_and_the_mirror_field_follows(
+    emulator, org_connection, no_enqueue
+):
+    synced_leads(org_connection, status_options={"conflict_policy": "salesforce_wins"})
+    [lead] = open_leads(org_connection, count=1)
+    move([lead], "contacted")
+    lead.refresh_from_db()
+    stamp = (lead.stage_changed_at - timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    emulator.org.update_record("Lead", lead.sf_id, {"Status": "SQL"}, modstamp=stamp)
+    emulator.org.clear_request_log()
+
+    run = sync_run_push(connection=org_connection)
+
+    assert run.details["conflicts"] == 1
+    assert composite_calls(emulator) == 1
+    lead.refresh_from_db()
+    assert (lead.stage.key, lead.outbound_state) == ("in_progress", CLEAN)
+    there = emulator.org.get_record("Lead", lead.sf_id)
+    assert there["Status"] == "SQL"
+    # Both fields agree in Salesforce: the mirror took the stage Salesforce chose.
+    assert there["Lifecycle_Stage__c"] == LIFECYCLE_FOR_STAGE["in_progress"]
+
+
+def test_one_field_the_record_type_lacks_writes_no_field_of_the_record(
+    emulator, org_connection, no_enqueue
+):
+    status, _ = synced_leads(org_connection)
+    types = emulator.org.record_type_ids("Lead")
+    PicklistValue.objects.filter(field_mapping=status, value="MQL").update(
+        record_type_ids=[types["Sales_Lead"]]
+    )
+    [lead] = open_leads(org_connection, count=1, record_type_id=types["Partner_Lead"])
+    before = emulator.org.get_record("Lead", lead.sf_id)
+    move([lead], "in_progress")
+    emulator.org.clear_request_log()
+
+    run = sync_run_push(connection=org_connection)
+
+    assert (run.pushed, run.failed) == (0, 1)
+    assert composite_calls(emulator) == 0
+    [error] = RecordError.objects.filter(record=lead)
+    assert error.code == rules.CODE_RECORD_TYPE_VALUE and error.fields == ["Status"]
+    after = emulator.org.get_record("Lead", lead.sf_id)
+    assert (after["Status"], after["Lifecycle_Stage__c"]) == (
+        before["Status"], before["Lifecycle_Stage__c"],
+    )
 
 
 def test_conflict_stagemap_wins(emulator, org_connection, no_enqueue):
@@ -516,7 +591,7 @@ def test_leads_moved_one_at_a_time_are_saved_together_each_checked_against_its_o
 @pytest.mark.django_db
 def test_a_read_back_page_that_fails_keeps_the_stamps_read_before_it():
     from connections.salesforce import ApiBudgetExhausted
-    from sync.services.outbound import _save_modstamps
+    from sync.services.outbound.readback import modstamps_save
     from tests.sync.factories import SyncedRecordFactory
 
     first = SyncedRecordFactory(sf_id="00Q5g00000AbCdEAAZ")
@@ -528,7 +603,7 @@ def test_a_read_back_page_that_fails_keeps_the_stamps_read_before_it():
         raise ApiBudgetExhausted("the budget ran out")
 
     with pytest.raises(ApiBudgetExhausted):
-        _save_modstamps(pages(), written)
+        modstamps_save(pages(), written)
 
     first.refresh_from_db()
     second.refresh_from_db()

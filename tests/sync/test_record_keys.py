@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 
 from sync.models import SyncedRecord
-from sync.services import outbound
+from sync.services.outbound.due import due_rows, records_pending_push
 from tests.sync.factories import (
     ConnectionFactory,
     PicklistValueFactory,
@@ -79,10 +79,10 @@ def test_a_page_of_due_records_is_a_range_read_of_the_due_index():
     # Each page of a push reads `id > last ORDER BY id LIMIT n`: sorting every due record for
     # each page made a 10,000-record push quadratic.
     record = SyncedRecordFactory(outbound_state=SyncedRecord.OutboundState.PENDING)
-    due = outbound._pending(connection=record.connection, object_name="Lead")
+    due = records_pending_push(connection=record.connection, object_name="Lead")
 
     with transaction.atomic():
-        plan = _plan(outbound._due_rows(due).filter(pk__gt=0)[:200])
+        plan = _plan(due_rows(due).filter(pk__gt=0)[:200])
 
     assert "syncedrecord_due_idx" in plan
     assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan

@@ -181,11 +181,13 @@ def test_outbound_values_per_field():
     assert dict(_plan(NEW).writes) == {"Status": "Open", "Lifecycle_Stage__c": "Lead"}
 
 
-def test_placeholder_for_a_stage_without_outbound_value_and_clearing_for_no_stage():
+def test_placeholder_for_a_stage_without_outbound_value_or_for_no_stage():
     plan = _plan(CONTACTED, fields=(LIFECYCLE,))
     assert dict(plan.writes) == {"Lifecycle_Stage__c": "Other"}
+    assert dict(_plan(None, fields=(LIFECYCLE,)).writes) == {"Lifecycle_Stage__c": "Other"}
     no_placeholder = OutboundField(mapping_id=3, object_name="Lead", field="X__c")
-    assert dict(_plan(None, fields=(no_placeholder,)).writes) == {"X__c": None}
+    refused = _plan(None, fields=(no_placeholder,))
+    assert refused.writes == {} and refused.refusal.code == rules.CODE_NO_STAGE_VALUE
     skip = OutboundField(mapping_id=3, object_name="Lead", field="X__c", skip_empty=True)
     assert dict(_plan(None, fields=(skip,)).writes) == {}
 

@@ -26,9 +26,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--push-now", action="store_true", help="Push at once instead of queueing the push."
         )
+        parser.add_argument(
+            "--allow-backward",
+            action="store_true",
+            help="Confirm a move back in the funnel on a forward-only field (kept in history).",
+        )
         parser.add_argument("--json", action="store_true", help="Machine-readable output.")
 
-    def handle(self, *args, name, sf_id, stage_key, push_now, json: bool, **options):
+    def handle(
+        self, *args, name, sf_id, stage_key, push_now, allow_backward, json: bool, **options
+    ):
         connection = Connection.objects.filter(name=name).first()
         if connection is None:
             raise CommandError(UNKNOWN_CONNECTION.format(name=name))
@@ -41,7 +48,9 @@ class Command(BaseCommand):
         if stage is None:
             raise CommandError(UNKNOWN_STAGE.format(key=stage_key))
         try:
-            changed = record_set_stage(records=[record], stage=stage, acting_user=None)
+            changed = record_set_stage(
+                records=[record], stage=stage, acting_user=None, allow_backward=allow_backward
+            )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         record.refresh_from_db()

@@ -1,0 +1,289 @@
+"""Statements written for one database vendor, or that the ORM cannot say well, behind plain
+functions: the services call these and read as domain logic. Every vendor check is here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+from datetime import datetime
+
+from django.db import connection as db_connection
+from django.db import transaction
+from django.db.models import QuerySet
+
+# SQLite allows 999 variables per statement on old builds; stay under it everywhere.
+DB_CHUNK = 900
+# Rows per UPDATE ... WHERE id IN (...): with a compare-and-set (three parameters a row) still
+# under 999, the lowest limit SQLite may be built with.
+UPDATE_CHUNK = 300
+
+# Columns a new synced record takes from its Salesforce row, in the order the inbound page
+# writer builds them (`PageWriter.new_row`) and `_copy_line` reads them.
+NEW_COLUMNS = (
+    "sf_id",
+    "raw_value",
+    "picklist_value_id",
+    "stage_id",
+    "stage_changed_at",
+    "is_converted",
+    "converted_contact_id",
+    "record_type_id",
+    "system_modstamp",
+    "last_modified_by_id",
+    "name",
+    "email",
+    "company",
+    "field_values",
+)
+
+
+def one_commit_preferred() -> bool:
+    """Whether many short commits cost more than one longer one (SQLite: each commit may
+    checkpoint the WAL, which costs more than overlapping writes with reads saves)."""
+    return db_connection.vendor == "sqlite"
+
+
+def commit_without_flush() -> None:
+    """Let the open transaction commit without waiting for the WAL flush (PostgreSQL only):
+    for writes that are redone from Salesforce if a crash loses the commit."""
+    db = transaction.get_connection()
+    if db.vendor == "postgresql":
+        with db.cursor() as sql:
+            sql.execute("SET LOCAL synchronous_commit TO OFF")
+
+
+def insert_from_select(*, model, columns: dict[str, str], queryset: QuerySet, constants: dict):
+    """INSERT INTO model (...) SELECT ... FROM queryset, in one statement: `columns` maps the
+    model's field names to the names of values the queryset selects (`.values(alias=...)`),
+    `constants` gives the remaining fields one value for every row. Returns rows inserted."""
+    meta = model._meta
+    quote = db_connection.ops.quote_name
+    names = [*columns, *constants]
+    target = ", ".join(quote(meta.get_field(name).column) for name in names)
+    sql, params = queryset.query.sql_with_params()
+    picked = [f"sub.{quote(alias)}" for alias in columns.values()] + ["%s"] * len(constants)
+    values = [
+        meta.get_field(name).get_db_prep_save(value, db_connection)
+        for name, value in constants.items()
+    ]
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(meta.db_table)} ({target}) "
+            f"SELECT {', '.join(picked)} FROM ({sql}) sub",
+            [*values, *params],
+        )
+        return cursor.rowcount
+
+
+def lock_rows(queryset: QuerySet) -> None:
+    """Lock the rows for the open transaction, so a concurrent writer waits and this one reads
+    what the other committed. On PostgreSQL row locks (FOR UPDATE, ids streamed, not kept); on
+    SQLite nothing: its transactions start IMMEDIATE, so a writer holds the whole database."""
+    if db_connection.vendor != "postgresql":
+        return
+    # In id order (no join for the default ordering, the same lock order for every writer).
+    locking = queryset.select_for_update().order_by("pk").values_list("pk", flat=True)
+    for _ in locking.iterator(chunk_size=2000):
+        pass
+
+
+def ids_update(
+    *,
+    model,
+    values: dict[str, object],
+    pks: list[int],
+    loaded: dict[int, str | None] | None = None,
+    loaded_field: str | None = None,
+    moved: bool = False,
+) -> int:
+    """UPDATE model SET `values` WHERE id IN `pks`; how many rows changed.
+
+    With `loaded` ({id: `loaded_field` as loaded, the column's text}), only rows whose field
+    has not changed since (a compare-and-set, each row against its own value in one
+    `CASE id WHEN ...`); with `moved` too, only rows whose field has changed. Plain SQL with
+    values prepared by the model's own fields: the queryset costs more to build than to run.
+    """
+    meta = model._meta
+    quote = db_connection.ops.quote_name
+    columns, params = [], []
+    for name, value in values.items():
+        model_field = meta.get_field(name)
+        columns.append(f"{quote(model_field.column)} = %s")
+        params.append(model_field.get_db_prep_save(value, db_connection))
+    pk_column = quote(meta.pk.column)
+    sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(columns)} WHERE {pk_column} IN"
+    compared = ""
+    if loaded is not None:
+        compared = f"COALESCE(CAST({quote(meta.get_field(loaded_field).column)} AS text), '')"
+    count = 0
+    with db_connection.cursor() as cursor:
+        for start in range(0, len(pks), UPDATE_CHUNK):
+            chunk = pks[start : start + UPDATE_CHUNK]
+            where = f"{sql} ({', '.join(['%s'] * len(chunk))})"
+            where_params = []
+            if loaded is not None:
+                whens = " ".join(["WHEN %s THEN %s"] * len(chunk))
+                where += f" AND {compared} {'<>' if moved else '='} CASE {pk_column} {whens} END"
+                for pk in chunk:
+                    where_params += [pk, loaded[pk] or ""]
+            cursor.execute(where, [*params, *chunk, *where_params])
+            count += cursor.rowcount
+    return count
+
+
+@functools.lru_cache(maxsize=8)
+def _stored_ids_sql(vendor: str, table: str, quote) -> str:
+    if vendor == "postgresql":
+        # One array parameter, and a LATERAL ... LIMIT 1 that can only be planned as one
+        # unique-index probe per id: a plain IN lets the planner of a table filled during
+        # this run (no statistics yet) scan every stored row of the object per page.
+        return (
+            f"SELECT i.sf_id FROM unnest(%s::varchar[]) AS i(sf_id) CROSS JOIN LATERAL "
+            f"(SELECT 1 FROM {table} r WHERE r.{quote('connection_id')} = %s "
+            f"AND r.{quote('object_name')} = %s AND r.{quote('sf_id')} = i.sf_id LIMIT 1) AS x"
+        )
+    return (
+        f"SELECT {quote('sf_id')} FROM {table} "
+        f"WHERE {quote('connection_id')} = %s AND {quote('object_name')} = %s "
+        f"AND {quote('sf_id')} IN ({{ids}})"
+    )
+
+
+def sf_ids_stored(*, model, connection_id: int, object_name: str, ids: list[str]) -> list[str]:
+    """Which of these Salesforce ids `model` (keyed on connection, object, sf_id) holds."""
+    db = transaction.get_connection()
+    sql = _stored_ids_sql(db.vendor, db.ops.quote_name(model._meta.db_table), db.ops.quote_name)
+    with db.cursor() as cursor:
+        if db.vendor == "postgresql":
+            cursor.execute(sql, [ids, connection_id, object_name])
+            return [row[0] for row in cursor.fetchall()]
+        found: list[str] = []
+        for start in range(0, len(ids), DB_CHUNK):
+            chunk = ids[start : start + DB_CHUNK]
+            cursor.execute(
+                sql.format(ids=", ".join(["%s"] * len(chunk))),
+                [connection_id, object_name, *chunk],
+            )
+            found += [row[0] for row in cursor.fetchall()]
+    return found
+
+
+class RowsInsert:
+    """INSERTs of plain tuples into a model's table without the ORM's per-value work: COPY on
+    PostgreSQL, multi-row INSERTs on SQLite. Rows hold NEW_COLUMNS' values then `constants`,
+    each already adapted by the methods below (as this path sends them)."""
+
+    def __init__(self, *, model, fields: list):
+        self.db = transaction.get_connection()
+        self.postgres = self.db.vendor == "postgresql"
+        qn = self.db.ops.quote_name
+        table = qn(model._meta.db_table)
+        columns = ", ".join(qn(f.column) for f in fields)
+        self.width = len(fields)
+        self.insert_sql = f"INSERT INTO {table} ({columns}) VALUES "
+        self.row_placeholders = f"({', '.join(['?'] * len(fields))})"
+        self._multi_sql: dict[int, str] = {}
+        self.copy_sql = f"COPY {table} ({columns}) FROM STDIN"
+
+    def datetime_value(self, value: datetime | None):
+        """A datetime as this insert path sends it (ISO text for COPY, the driver's otherwise)."""
+        if value is None:
+            return None
+        if self.postgres:
+            return value.isoformat()
+        return self.db.ops.adapt_datetimefield_value(value)
+
+    def json_value(self, value) -> str:
+        # Raw UTF-8 is valid JSON and keeps COPY's fast path (no backslash to escape).
+        return json.dumps(value, ensure_ascii=not self.postgres)
+
+    def utc_text_value(self, value: str):
+        """A `2026-01-05T10:11:12.000+0000` timestamp as sent, without a datetime object; None
+        when this path needs one (another offset on SQLite)."""
+        if self.postgres:
+            return value
+        if value.endswith("+0000"):
+            # What Django stores for a UTC datetime on SQLite: str() of the naive value.
+            millis = value[20:23]
+            text = f"{value[:10]} {value[11:19]}"
+            return text if millis == "000" else f"{text}.{millis}000"
+        return None
+
+    def insert(self, rows: list[tuple], constants: tuple) -> None:
+        with self.db.cursor() as cursor:
+            if self.postgres:
+                # COPY text built here: psycopg's write_row costs ~30 µs a row in Python.
+                tail = "\t" + "\t".join(_copy_text(v) for v in constants) + "\n"
+                text = "".join([_copy_line(row) + tail for row in rows])
+                # The driver's own cursor: wrap its errors as Django's (IntegrityError).
+                with self.db.wrap_database_errors, cursor.cursor.copy(self.copy_sql) as copy:
+                    copy.write(text.encode())
+            else:
+                self._insert_sqlite(cursor.cursor, rows, constants)
+
+    def _insert_sqlite(self, raw_cursor, rows: list[tuple], constants: tuple) -> None:
+        """Multi-row INSERTs, as many rows each as SQLite takes parameters.
+
+        executemany() takes the interpreter lock back after every row, and with the prefetch
+        thread running each row then waits for it: the page's insert took twice as long.
+        One statement per ~1,300 rows runs them all with the lock released. The driver's own
+        cursor: Django's rewrites `%s` to `?` in the whole (long) statement every time.
+        """
+        limit = self.db.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        per_statement = limit // self.width
+        for start in range(0, len(rows), per_statement):
+            part = rows[start : start + per_statement]
+            sql = self._multi_sql.get(len(part))
+            if sql is None:
+                sql = self.insert_sql + ", ".join([self.row_placeholders] * len(part))
+                if len(part) == per_statement:  # the one size every long page repeats
+                    self._multi_sql[len(part)] = sql
+            params = [value for row in part for value in (*row, *constants)]
+            with self.db.wrap_database_errors:
+                raw_cursor.execute(sql, params)
+
+
+_NULL = "\\N"
+_COPY_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_line(values: tuple) -> str:
+    """One row of NEW_COLUMNS values as COPY text (no trailing tab or newline)."""
+    (
+        sf_id,
+        raw,
+        pv,
+        stage,
+        changed,
+        conv,
+        ccid,
+        rtid,
+        modstamp,
+        lmb,
+        name,
+        email,
+        company,
+        field_values,
+    ) = values
+    text = f"{sf_id}{raw}{ccid}{rtid}{lmb}{name}{email}{company}{field_values}{modstamp}"
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return "\t".join(map(_copy_text, values))
+    return (
+        f"{sf_id}\t{raw}\t{_NULL if pv is None else pv}\t{_NULL if stage is None else stage}\t"
+        f"{_NULL if changed is None else changed}\t{'t' if conv else 'f'}\t{ccid}\t{rtid}\t"
+        f"{_NULL if modstamp is None else modstamp}\t{lmb}\t{name}\t{email}\t{company}\t"
+        f"{field_values}"
+    )
+
+
+def _copy_text(value) -> str:
+    if value is None:
+        return "\\N"
+    if value.__class__ is str:
+        return value.translate(_COPY_ESCAPE)
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    return str(value)
