@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean soak
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+# The model-based rules test with thousands of examples (minutes; not part of `make test`),
+# e.g. make soak SOAK_ARGS="--examples 500 --skip stage_equals_reference".
+soak: $(STAMP)
+	$(PY) bench/soak_rules.py $(SOAK_ARGS)
 
 demo: $(STAMP)
 	$(PY) manage.py demo
