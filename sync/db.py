@@ -287,3 +287,67 @@ def _copy_text(value) -> str:
     if value is False:
         return "f"
     return str(value)
+
+
+def _echo_sql(vendor: str, quote) -> tuple[str, int]:
+    """SQL true when raw_value is exactly what stagemap last wrote to the field (a JSON null,
+    a cleared field, reads back empty); how many times the field's key is passed."""
+    pushed, raw = quote("last_pushed_values"), quote("raw_value")
+    if vendor == "postgresql":
+        return f"(r.{pushed} -> %s IS NOT NULL AND COALESCE(r.{pushed} ->> %s, '') = r.{raw})", 2
+    return (
+        f"(json_type(r.{pushed}, %s) IS NOT NULL "
+        f"AND COALESCE(json_extract(r.{pushed}, %s), '') = r.{raw})",
+        2,
+    )
+
+
+def records_update_by_situation(
+    *, model, connection_id: int, object_name: str, field_name: str, moves: list[tuple], now
+) -> int:
+    """One UPDATE ... FROM (VALUES ...) for a re-apply: each move is (raw value, stage id,
+    converted, local change pending, echo, new stage id, stage moves, from Salesforce, new
+    outbound state or None), matched on the first five against every record of the object.
+    Returns rows updated. The situations and their moves come from the rulebook."""
+    if not moves:
+        return 0
+    vendor = db_connection.vendor
+    quote = db_connection.ops.quote_name
+    echo, echo_keys = _echo_sql(vendor, quote)
+    key = field_name if vendor == "postgresql" else '$."' + field_name + '"'
+    row = "(CAST(%s AS varchar), CAST(%s AS bigint), CAST(%s AS boolean), CAST(%s AS boolean), " \
+        "CAST(%s AS boolean), CAST(%s AS bigint), CAST(%s AS boolean), CAST(%s AS boolean), " \
+        "CAST(%s AS varchar))"
+    names = "raw, old_stage, conv, loc, echo, new_stage, moved, from_sf, outbound"
+    values = ", ".join([row] * len(moves))
+    same_stage = "IS NOT DISTINCT FROM" if vendor == "postgresql" else "IS"
+    if vendor == "postgresql":
+        source = f"(VALUES {values}) AS t({names})"
+    else:
+        columns = ", ".join(f"column{i + 1} AS {n}" for i, n in enumerate(names.split(", ")))
+        source = f"(SELECT {columns} FROM (VALUES {values})) AS t"
+    c = {name: quote(name) for name in (
+        "stage_id", "stage_changed_at", "stage_source", "outbound_state", "updated_at",
+        "connection_id", "object_name", "raw_value", "is_converted",
+    )}
+    stamp = db_connection.ops.adapt_datetimefield_value(now)
+    sql = (
+        f"UPDATE {quote(model._meta.db_table)} AS r SET "
+        f"{c['stage_id']} = t.new_stage, "
+        f"{c['stage_changed_at']} = CASE WHEN t.moved THEN %s ELSE r.{c['stage_changed_at']} END, "
+        f"{c['stage_source']} = CASE WHEN t.from_sf THEN 'salesforce' "
+        f"ELSE r.{c['stage_source']} END, "
+        f"{c['outbound_state']} = COALESCE(t.outbound, r.{c['outbound_state']}), "
+        f"{c['updated_at']} = %s "
+        f"FROM {source} "
+        f"WHERE r.{c['connection_id']} = %s AND r.{c['object_name']} = %s "
+        f"AND r.{c['raw_value']} = t.raw AND r.{c['stage_id']} {same_stage} t.old_stage "
+        f"AND r.{c['is_converted']} = t.conv "
+        f"AND (r.{c['stage_source']} = 'local' AND r.{c['outbound_state']} <> 'clean') = t.loc "
+        f"AND {echo} = t.echo"
+    )
+    params = [stamp, stamp, *[value for move in moves for value in move], connection_id,
+              object_name, *([key] * echo_keys)]
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from mappings.models import FieldMapping, PicklistValue, Stage
 from sync import rules
+from sync.db import records_update_by_situation
 from sync.models import StageChange, SyncedRecord, SyncRun
 from sync.services.facts import funnel_load, inbound_rules
 from sync.services.mirror import records_queue_mirror
@@ -54,23 +55,15 @@ def _situations(records, field_name: str):
         records.order_by()
         .annotate(
             h_local=Case(When(LOCAL_PENDING, then=Value(True)), **flag),
-            h_echo=Case(When(_echo(field_name), then=Value(True)), **flag),
+            # Most records hold no pushed value at all: that cheap test first.
+            h_echo=Case(
+                When(Q(last_pushed_values={}), then=Value(False)),
+                When(_echo(field_name), then=Value(True)),
+                **flag,
+            ),
         )
         .values("raw_value", "stage_id", "is_converted", "h_local", "h_echo")
         .annotate(n=Count("pk"))
-    )
-
-
-def _in_situation(records, situation: dict, field_name: str):
-    stage = situation["stage_id"]
-    local = LOCAL_PENDING if situation["h_local"] else ~LOCAL_PENDING
-    echo = _echo(field_name) if situation["h_echo"] else ~_echo(field_name)
-    return records.filter(
-        Q(stage_id=stage) if stage else Q(stage__isnull=True),
-        local,
-        echo,
-        raw_value=situation["raw_value"],
-        is_converted=situation["is_converted"],
     )
 
 
@@ -91,6 +84,7 @@ def _reapply_one(*, mapping: FieldMapping, funnel: rules.Funnel, now) -> int:
     _link_values(records, mapping)
     book = inbound_rules(mapping)
     changed = 0
+    moves = []
     for situation in _situations(records, mapping.field_name):
         decision = rules.inbound_stage(
             held=rules.Held(
@@ -108,14 +102,22 @@ def _reapply_one(*, mapping: FieldMapping, funnel: rules.Funnel, now) -> int:
         )
         if not decision.stage_changed and decision.outbound is None:
             continue
-        values = {"updated_at": now}
-        if decision.stage_changed:
-            values.update(stage_id=decision.stage_id, stage_changed_at=now)
-            changed += situation["n"]
-        if decision.from_salesforce:
-            values["stage_source"] = SyncedRecord.StageSource.SALESFORCE
-            values["outbound_state"] = decision.outbound
-        _in_situation(records, situation, mapping.field_name).update(**values)
+        changed += situation["n"] if decision.stage_changed else 0
+        moves.append((
+            situation["raw_value"], situation["stage_id"], situation["is_converted"],
+            situation["h_local"], situation["h_echo"],
+            decision.stage_id, decision.stage_changed, decision.from_salesforce,
+            decision.outbound,
+        ))
+    # Every move in one UPDATE joined to a VALUES list: one pass over the object's records.
+    records_update_by_situation(
+        model=SyncedRecord,
+        connection_id=mapping.connection_id,
+        object_name=mapping.object_name,
+        field_name=mapping.field_name,
+        moves=moves,
+        now=now,
+    )
     if changed:
         # The records it moved: their mirror fields follow.
         records_queue_mirror(
