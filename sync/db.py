@@ -10,7 +10,9 @@ from datetime import datetime
 
 from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField, Value
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce
 
 # SQLite allows 999 variables per statement on old builds; stay under it everywhere.
 DB_CHUNK = 900
@@ -51,6 +53,11 @@ def commit_without_flush() -> None:
     if db.vendor == "postgresql":
         with db.cursor() as sql:
             sql.execute("SET LOCAL synchronous_commit TO OFF")
+
+
+def json_key_text(column: str, key: str):
+    """The text a JSON column holds under `key`, "" when missing or null (a cleared field)."""
+    return Coalesce(KeyTextTransform(key, column), Value(""), output_field=TextField())
 
 
 def insert_from_select(*, model, columns: dict[str, str], queryset: QuerySet, constants: dict):
@@ -289,16 +296,16 @@ def _copy_text(value) -> str:
     return str(value)
 
 
-def _echo_sql(vendor: str, quote) -> tuple[str, int]:
+def _echo_sql(vendor: str, quote) -> str:
     """SQL true when raw_value is exactly what stagemap last wrote to the field (a JSON null,
-    a cleared field, reads back empty); how many times the field's key is passed."""
+    a cleared field, reads back empty); the field's key is its two parameters. The re-apply's
+    GROUP BY says the same through the ORM (sync.services.reapply._echo)."""
     pushed, raw = quote("last_pushed_values"), quote("raw_value")
     if vendor == "postgresql":
-        return f"(r.{pushed} -> %s IS NOT NULL AND COALESCE(r.{pushed} ->> %s, '') = r.{raw})", 2
+        return f"(r.{pushed} -> %s IS NOT NULL AND COALESCE(r.{pushed} ->> %s, '') = r.{raw})"
     return (
         f"(json_type(r.{pushed}, %s) IS NOT NULL "
-        f"AND COALESCE(json_extract(r.{pushed}, %s), '') = r.{raw})",
-        2,
+        f"AND COALESCE(json_extract(r.{pushed}, %s), '') = r.{raw})"
     )
 
 
@@ -313,7 +320,7 @@ def records_update_by_situation(
         return 0
     vendor = db_connection.vendor
     quote = db_connection.ops.quote_name
-    echo, echo_keys = _echo_sql(vendor, quote)
+    echo = _echo_sql(vendor, quote)
     key = field_name if vendor == "postgresql" else '$."' + field_name + '"'
     row = "(CAST(%s AS varchar), CAST(%s AS bigint), CAST(%s AS boolean), CAST(%s AS boolean), " \
         "CAST(%s AS boolean), CAST(%s AS bigint), CAST(%s AS boolean), CAST(%s AS boolean), " \
@@ -347,7 +354,7 @@ def records_update_by_situation(
         f"AND {echo} = t.echo"
     )
     params = [stamp, stamp, *[value for move in moves for value in move], connection_id,
-              object_name, *([key] * echo_keys)]
+              object_name, key, key]
     with db_connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-# A record's outbound state, as SyncedRecord stores it.
+# A record's outbound state after Salesforce decided its stage, as SyncedRecord stores it.
 CLEAN = "clean"
-PENDING = "pending"
 
 SALESFORCE_WINS = "salesforce_wins"
 STAGEMAP_WINS = "stagemap_wins"

@@ -7,22 +7,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q, TextField, Value
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from sync import rules
+from sync.db import json_key_text
 from sync.models import SyncedRecord
 from sync.services.facts import funnel_load, object_outbound_mappings, outbound_fields
 
 
 def _stored(field_name: str):
-    # What the record last read (or stagemap last wrote) in that field; JSON null reads as "".
-    return Coalesce(
-        KeyTextTransform(field_name, "field_values"), Value(""), output_field=TextField()
-    )
+    # What the record last read (or stagemap last wrote) in that field.
+    return json_key_text("field_values", field_name)
 
 
 def _due_condition(fields, funnel: rules.Funnel) -> Q | None:

@@ -18,17 +18,14 @@ from django.db.models import (
     OuterRef,
     Q,
     Subquery,
-    TextField,
     Value,
     When,
 )
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from mappings.models import FieldMapping, PicklistValue, Stage
 from sync import rules
-from sync.db import records_update_by_situation
+from sync.db import json_key_text, records_update_by_situation
 from sync.models import StageChange, SyncedRecord, SyncRun
 from sync.services.facts import funnel_load, inbound_rules
 from sync.services.mirror import records_queue_mirror
@@ -42,10 +39,9 @@ LOCAL_PENDING = Q(stage_source=SyncedRecord.StageSource.LOCAL) & ~Q(
 
 
 def _echo(field_name: str) -> Q:
-    """The raw value is exactly what stagemap last wrote to the field (None reads back empty)."""
-    pushed = Coalesce(
-        KeyTextTransform(field_name, "last_pushed_values"), Value(""), output_field=TextField()
-    )
+    """The raw value is exactly what stagemap last wrote to the field (None reads back empty);
+    the UPDATE's SQL twin is sync.db._echo_sql."""
+    pushed = json_key_text("last_pushed_values", field_name)
     return Q(last_pushed_values__has_key=field_name) & Q(raw_value=pushed)
 
 
