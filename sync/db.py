@@ -298,34 +298,71 @@ def _copy_text(value) -> str:
 
 def _echo_sql(vendor: str, quote) -> str:
     """SQL true when raw_value is exactly what stagemap last wrote to the field (a JSON null,
-    a cleared field, reads back empty); the field's key is its two parameters. The re-apply's
-    GROUP BY says the same through the ORM (sync.services.reapply._echo)."""
+    a cleared field, reads back empty); the field's key is its two parameters."""
     pushed, raw = quote("last_pushed_values"), quote("raw_value")
     if vendor == "postgresql":
         return f"(r.{pushed} -> %s IS NOT NULL AND COALESCE(r.{pushed} ->> %s, '') = r.{raw})"
+    # Most records hold no pushed value at all: that cheap test first.
     return (
-        f"(json_type(r.{pushed}, %s) IS NOT NULL "
+        f"(r.{pushed} <> '{{}}' AND json_type(r.{pushed}, %s) IS NOT NULL "
         f"AND COALESCE(json_extract(r.{pushed}, %s), '') = r.{raw})"
     )
+
+
+def _json_key(vendor: str, key: str) -> str:
+    return key if vendor == "postgresql" else '$."' + key + '"'
+
+
+_LOCAL_PENDING_SQL = "(r.{source} = 'local' AND r.{state} <> 'clean')"
+
+
+def records_situations(*, model, connection_id: int, object_name: str, field_name: str):
+    """The situations an object's records are in for a re-apply, one row each with how many
+    records share it: raw value, picklist value id, stage id, converted, a local change not yet
+    pushed, whether the raw value is stagemap's own echo on `field_name`."""
+    vendor = db_connection.vendor
+    quote = db_connection.ops.quote_name
+    key = _json_key(vendor, field_name)
+    local = _LOCAL_PENDING_SQL.format(source=quote("stage_source"), state=quote("outbound_state"))
+    names = ("raw_value", "picklist_value_id", "stage_id", "is_converted")
+    columns = ", ".join(f"r.{quote(name)}" for name in names)
+    # SQLite: one pass over the table beats a lookup per row through the unique index.
+    hint = " NOT INDEXED" if vendor == "sqlite" else ""
+    sql = (
+        f"SELECT {columns}, {local}, {_echo_sql(vendor, quote)}, COUNT(*) "
+        f"FROM {quote(model._meta.db_table)} AS r{hint} "
+        f"WHERE r.{quote('connection_id')} = %s AND r.{quote('object_name')} = %s "
+        f"GROUP BY 1, 2, 3, 4, 5, 6"
+    )
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, [key, key, connection_id, object_name])
+        return [
+            {
+                "raw_value": raw, "picklist_value_id": value_id, "stage_id": stage_id,
+                "is_converted": bool(converted), "local_pending": bool(local),
+                "echo": bool(echo), "n": n,
+            }
+            for raw, value_id, stage_id, converted, local, echo, n in cursor.fetchall()
+        ]
 
 
 def records_update_by_situation(
     *, model, connection_id: int, object_name: str, field_name: str, moves: list[tuple], now
 ) -> int:
-    """One UPDATE ... FROM (VALUES ...) for a re-apply: each move is (raw value, stage id,
-    converted, local change pending, echo, new stage id, stage moves, from Salesforce, new
-    outbound state or None), matched on the first five against every record of the object.
-    Returns rows updated. The situations and their moves come from the rulebook."""
+    """One UPDATE ... FROM (VALUES ...) for a re-apply: each move is (raw value, picklist value
+    id, stage id, converted, local change pending, echo, new stage id, stage moves, from
+    Salesforce, new outbound state or None), matched on the first six against every record of
+    the object. Returns rows updated. The situations and their moves come from the rulebook."""
     if not moves:
         return 0
     vendor = db_connection.vendor
     quote = db_connection.ops.quote_name
     echo = _echo_sql(vendor, quote)
-    key = field_name if vendor == "postgresql" else '$."' + field_name + '"'
-    row = "(CAST(%s AS varchar), CAST(%s AS bigint), CAST(%s AS boolean), CAST(%s AS boolean), " \
-        "CAST(%s AS boolean), CAST(%s AS bigint), CAST(%s AS boolean), CAST(%s AS boolean), " \
-        "CAST(%s AS varchar))"
-    names = "raw, old_stage, conv, loc, echo, new_stage, moved, from_sf, outbound"
+    key = _json_key(vendor, field_name)
+    row = "(CAST(%s AS varchar), CAST(%s AS bigint), CAST(%s AS bigint), CAST(%s AS boolean), " \
+        "CAST(%s AS boolean), CAST(%s AS boolean), CAST(%s AS bigint), CAST(%s AS boolean), " \
+        "CAST(%s AS boolean), CAST(%s AS varchar))"
+    names = "raw, value_id, old_stage, conv, loc, echo, new_stage, moved, from_sf, outbound"
     values = ", ".join([row] * len(moves))
     same_stage = "IS NOT DISTINCT FROM" if vendor == "postgresql" else "IS"
     if vendor == "postgresql":
@@ -335,7 +372,7 @@ def records_update_by_situation(
         source = f"(SELECT {columns} FROM (VALUES {values})) AS t"
     c = {name: quote(name) for name in (
         "stage_id", "stage_changed_at", "stage_source", "outbound_state", "updated_at",
-        "connection_id", "object_name", "raw_value", "is_converted",
+        "connection_id", "object_name", "raw_value", "is_converted", "picklist_value_id",
     )}
     stamp = db_connection.ops.adapt_datetimefield_value(now)
     sql = (
@@ -347,10 +384,13 @@ def records_update_by_situation(
         f"{c['outbound_state']} = COALESCE(t.outbound, r.{c['outbound_state']}), "
         f"{c['updated_at']} = %s "
         f"FROM {source} "
-        f"WHERE r.{c['connection_id']} = %s AND r.{c['object_name']} = %s "
+        # Through the indexed value id first: each record is visited once, not once per move.
+        f"WHERE r.{c['picklist_value_id']} {same_stage} t.value_id "
+        f"AND r.{c['connection_id']} = %s AND r.{c['object_name']} = %s "
         f"AND r.{c['raw_value']} = t.raw AND r.{c['stage_id']} {same_stage} t.old_stage "
         f"AND r.{c['is_converted']} = t.conv "
-        f"AND (r.{c['stage_source']} = 'local' AND r.{c['outbound_state']} <> 'clean') = t.loc "
+        f"AND {_LOCAL_PENDING_SQL.format(source=c['stage_source'], state=c['outbound_state'])} "
+        f"= t.loc "
         f"AND {echo} = t.echo"
     )
     params = [stamp, stamp, *[value for move in moves for value in move], connection_id,

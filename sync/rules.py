@@ -192,8 +192,10 @@ def inbound_stage(
 
     current = held.stage_id
     if converted is not None:
-        # Converted leads land in the converted stage and are never pushed to.
-        return InboundDecision(converted, converted != current, from_salesforce=True)
+        # Converted leads land in the converted stage and are never pushed to: a local change
+        # still pending is dropped.
+        moved = converted != current
+        return InboundDecision(converted, moved, from_salesforce=moved or held.local_pending)
     if not seen.changed or _is_echo(held, seen.value):
         return InboundDecision(current, False)
     forget = not remap

@@ -2,7 +2,7 @@
 
 The rulebook decides per situation (a raw value, the current stage, converted, a local change
 not yet pushed, whether the value is stagemap's own echo): one GROUP BY finds the situations the
-records are in, and each one that moves is one UPDATE.
+records are in, and every move is in one UPDATE joined to a list of them.
 """
 
 from __future__ import annotations
@@ -10,58 +10,18 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
-from django.db.models import (
-    BooleanField,
-    Case,
-    Count,
-    Exists,
-    OuterRef,
-    Q,
-    Subquery,
-    Value,
-    When,
-)
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from mappings.models import FieldMapping, PicklistValue, Stage
 from sync import rules
-from sync.db import json_key_text, records_update_by_situation
+from sync.db import records_situations, records_update_by_situation
 from sync.models import StageChange, SyncedRecord, SyncRun
 from sync.services.facts import funnel_load, inbound_rules
 from sync.services.mirror import records_queue_mirror
 from sync.services.runs import run_finish
 
 logger = logging.getLogger(__name__)
-
-LOCAL_PENDING = Q(stage_source=SyncedRecord.StageSource.LOCAL) & ~Q(
-    outbound_state=SyncedRecord.OutboundState.CLEAN
-)
-
-
-def _echo(field_name: str) -> Q:
-    """The raw value is exactly what stagemap last wrote to the field (None reads back empty);
-    the UPDATE's SQL twin is sync.db._echo_sql."""
-    pushed = json_key_text("last_pushed_values", field_name)
-    return Q(last_pushed_values__has_key=field_name) & Q(raw_value=pushed)
-
-
-def _situations(records, field_name: str):
-    flag = {"output_field": BooleanField(), "default": Value(False)}
-    return (
-        records.order_by()
-        .annotate(
-            h_local=Case(When(LOCAL_PENDING, then=Value(True)), **flag),
-            # Most records hold no pushed value at all: that cheap test first.
-            h_echo=Case(
-                When(Q(last_pushed_values={}), then=Value(False)),
-                When(_echo(field_name), then=Value(True)),
-                **flag,
-            ),
-        )
-        .values("raw_value", "stage_id", "is_converted", "h_local", "h_echo")
-        .annotate(n=Count("pk"))
-    )
-
 
 def _link_values(records, mapping: FieldMapping) -> None:
     """Records read before their value was known (a refresh came later) get linked to it."""
@@ -81,12 +41,18 @@ def _reapply_one(*, mapping: FieldMapping, funnel: rules.Funnel, now) -> int:
     book = inbound_rules(mapping)
     changed = 0
     moves = []
-    for situation in _situations(records, mapping.field_name):
+    situations = records_situations(
+        model=SyncedRecord,
+        connection_id=mapping.connection_id,
+        object_name=mapping.object_name,
+        field_name=mapping.field_name,
+    )
+    for situation in situations:
         decision = rules.inbound_stage(
             held=rules.Held(
                 stage_id=situation["stage_id"],
-                local_pending=situation["h_local"],
-                last_pushed=situation["raw_value"] if situation["h_echo"] else rules.MISSING,
+                local_pending=situation["local_pending"],
+                last_pushed=situation["raw_value"] if situation["echo"] else rules.MISSING,
                 is_converted=situation["is_converted"],
             ),
             seen=rules.Seen(
@@ -100,12 +66,11 @@ def _reapply_one(*, mapping: FieldMapping, funnel: rules.Funnel, now) -> int:
             continue
         changed += situation["n"] if decision.stage_changed else 0
         moves.append((
-            situation["raw_value"], situation["stage_id"], situation["is_converted"],
-            situation["h_local"], situation["h_echo"],
+            situation["raw_value"], situation["picklist_value_id"], situation["stage_id"],
+            situation["is_converted"], situation["local_pending"], situation["echo"],
             decision.stage_id, decision.stage_changed, decision.from_salesforce,
             decision.outbound,
         ))
-    # Every move in one UPDATE joined to a VALUES list: one pass over the object's records.
     records_update_by_situation(
         model=SyncedRecord,
         connection_id=mapping.connection_id,
