@@ -5,8 +5,8 @@ Run: python bench/soak_rules.py [--examples 2000] [--steps 40] [--skip INVARIANT
 Runs that test in a pytest subprocess (so nothing here imports test code) with a larger budget
 and prints how many examples and steps it ran, how many invariant checks passed, and what it
 found: per invariant, how many checks failed and the first message, then pytest's report of the
-shrunk step sequence. `--skip` counts an invariant's failures without stopping on them, to look
-past a known one. Exits 1 when anything was found.
+shrunk step sequence and the command that replays each failure. `--skip` counts an invariant's
+failures without stopping on them, to look past a known one. Exits 1 when anything was found.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -75,8 +76,11 @@ def main() -> int:
     else:
         # The shrunk sequence Hypothesis prints, and the error it raised.
         keep = [line for line in output.splitlines()
-                if line.startswith(("E ", "E\t")) or "Invariant_" in line]
+                if line.startswith(("E ", "E\t", "state", "Falsifying")) or "Invariant_" in line]
         print("\n".join(keep[-120:]) or output[-5000:])
+    for blob in re.findall(r"@reproduce_failure\('[^']+', b'([^']+)'\)", output):
+        print(f"replay: STAGEMAP_MODEL_RANDOM=1 STAGEMAP_MODEL_STEPS={args.steps} "
+              f"STAGEMAP_MODEL_REPRODUCE='{blob}' .venv/bin/python -m pytest {TEST}")
     return 1
 
 

@@ -354,8 +354,8 @@ class Reference:
             if value is MISSING:
                 continue
             known = f.values.get(value)
-            if not self.sf_values[name].get(value, False) or (known and not known.active):
-                return {}, f"{name}: {value} is inactive"  # rule 16
+            if known is None or not known.active:
+                return {}, f"{name}: {value} is inactive"  # rule 16, as stagemap knows it
             writes[name] = value
         return writes, None
 
@@ -394,8 +394,8 @@ class Reference:
         if lead.known_deleted:
             lead.state = "clean"  # nothing is written to a record known to be deleted
             return {}
-        if lead.sf_converted:
-            # Rule 19.
+        if lead.sf_converted and not lead.sf_deleted:
+            # Rule 19 (a lead deleted in Salesforce is not in the push's re-read: not seen).
             lead.read_converted = True
             lead.read = dict(lead.sf)
             self.inbound_decide(lead, lead.sf[STATUS] or "", converted=True, changed=True,
@@ -441,6 +441,11 @@ class Reference:
         if visible:
             lead.read = {**lead.read, **lead.sf}
         lead.state = "clean"
+        if any(not self.sf_values[name].get(value, False) for name, value in sent.items()):
+            # Deactivated in Salesforce since the last refresh: Salesforce refuses the record
+            # whole. A value it already holds is not sent (rule 18), so it is no error.
+            lead.state = "failed"
+            return {}
         if sent and lead.sf_deleted:
             lead.state = "failed"  # deleted in Salesforce since the last sync: refused there
             return {}
@@ -1019,7 +1024,7 @@ class StageRulesMachine(RuleBasedStateMachine):
             key = record.stage.key if record.stage_id else None
             if lead.read_converted and key != converted_stage:
                 FINDINGS.fail(ConvertedMisplaced, f"converted lead {lead.sf_id} is in {key}, "
-                              f"not {converted_stage}")
+                              f"not {converted_stage} ({self.describe(lead, record)})")
             if key != lead.stage:
                 FINDINGS.fail(StageMismatch, f"{lead.sf_id}: stage {key}, the reference says "
                               f"{lead.stage} ({self.describe(lead, record)})")

@@ -5,7 +5,8 @@ examples; `make soak` (bench/soak_rules.py) runs this test with thousands. Setti
 optional: STAGEMAP_MODEL_EXAMPLES, STAGEMAP_MODEL_STEPS, STAGEMAP_MODEL_SHRINK_SECONDS,
 STAGEMAP_MODEL_RANDOM (draw new examples instead of CI's fixed ones),
 STAGEMAP_MODEL_REPORT (a JSON summary is written there), STAGEMAP_MODEL_SKIP (invariants
-counted but not raised, comma-separated, to look past a known failure).
+counted but not raised, comma-separated, to look past a known failure),
+STAGEMAP_MODEL_REPRODUCE (the blob of a failure Hypothesis printed: replays just that one).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, __version__, reproduce_failure, settings
 from hypothesis.internal.conjecture import engine
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis.stateful import get_state_machine_test
 
 from connections import crypto
 from connections.models import Connection
@@ -34,6 +35,7 @@ SHRINK_SECONDS = int(os.environ.get("STAGEMAP_MODEL_SHRINK_SECONDS", "45"))
 # CI runs the same examples every time (a red run is the code's doing, not the dice's);
 # the soak sets STAGEMAP_MODEL_RANDOM and explores.
 RANDOM = bool(os.environ.get("STAGEMAP_MODEL_RANDOM"))
+REPRODUCE = os.environ.get("STAGEMAP_MODEL_REPRODUCE", "")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,10 @@ def test_every_path_follows_the_rules(model_harness, capsys, monkeypatch):
     )
     started = time.monotonic()
     try:
-        run_state_machine_as_test(StageRulesMachine, settings=machine_settings)
+        machine_test = get_state_machine_test(StageRulesMachine, settings=machine_settings)
+        if REPRODUCE:
+            machine_test = reproduce_failure(__version__, REPRODUCE.encode())(machine_test)
+        machine_test()
     finally:
         summary = _summary(time.monotonic() - started)
         report = os.environ.get("STAGEMAP_MODEL_REPORT")
