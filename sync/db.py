@@ -349,21 +349,37 @@ def records_situations(*, model, connection_id: int, object_name: str, field_nam
 def records_update_by_situation(
     *, model, connection_id: int, object_name: str, field_name: str, moves: list[tuple], now
 ) -> int:
-    """One UPDATE ... FROM (VALUES ...) for a re-apply: each move is (raw value, picklist value
-    id, stage id, converted, local change pending, echo, new stage id, stage moves, from
-    Salesforce, new outbound state or None), matched on the first six against every record of
-    the object. Returns rows updated. The situations and their moves come from the rulebook."""
-    if not moves:
-        return 0
+    """UPDATE ... FROM (VALUES ...) for a re-apply, one per 90 moves: each move is (raw value,
+    picklist value id, stage id, converted, local change pending, echo, new stage id, stage
+    moves, from Salesforce, new outbound state or None), matched on the first six against every
+    record of the object. Returns rows updated. The situations and their moves come from the
+    rulebook."""
+    stamp = db_connection.ops.adapt_datetimefield_value(now)
+    key = _json_key(db_connection.vendor, field_name)
+    updated = 0
+    # Ten parameters a move: chunks keep every statement under SQLite's lowest variable limit.
+    per_statement = DB_CHUNK // 10
+    with db_connection.cursor() as cursor:
+        for start in range(0, len(moves), per_statement):
+            chunk = moves[start : start + per_statement]
+            cursor.execute(
+                _situation_update_sql(model, len(chunk)),
+                [stamp, stamp, *[value for move in chunk for value in move], connection_id,
+                 object_name, key, key],
+            )
+            updated += cursor.rowcount
+    return updated
+
+
+def _situation_update_sql(model, rows: int) -> str:
     vendor = db_connection.vendor
     quote = db_connection.ops.quote_name
     echo = _echo_sql(vendor, quote)
-    key = _json_key(vendor, field_name)
     row = "(CAST(%s AS varchar), CAST(%s AS bigint), CAST(%s AS bigint), CAST(%s AS boolean), " \
         "CAST(%s AS boolean), CAST(%s AS boolean), CAST(%s AS bigint), CAST(%s AS boolean), " \
         "CAST(%s AS boolean), CAST(%s AS varchar))"
     names = "raw, value_id, old_stage, conv, loc, echo, new_stage, moved, from_sf, outbound"
-    values = ", ".join([row] * len(moves))
+    values = ", ".join([row] * rows)
     same_stage = "IS NOT DISTINCT FROM" if vendor == "postgresql" else "IS"
     if vendor == "postgresql":
         source = f"(VALUES {values}) AS t({names})"
@@ -374,8 +390,7 @@ def records_update_by_situation(
         "stage_id", "stage_changed_at", "stage_source", "outbound_state", "updated_at",
         "connection_id", "object_name", "raw_value", "is_converted", "picklist_value_id",
     )}
-    stamp = db_connection.ops.adapt_datetimefield_value(now)
-    sql = (
+    return (
         f"UPDATE {quote(model._meta.db_table)} AS r SET "
         f"{c['stage_id']} = t.new_stage, "
         f"{c['stage_changed_at']} = CASE WHEN t.moved THEN %s ELSE r.{c['stage_changed_at']} END, "
@@ -393,8 +408,3 @@ def records_update_by_situation(
         f"= t.loc "
         f"AND {echo} = t.echo"
     )
-    params = [stamp, stamp, *[value for move in moves for value in move], connection_id,
-              object_name, key, key]
-    with db_connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount

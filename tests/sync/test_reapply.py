@@ -1,7 +1,9 @@
 """Re-applying mappings to stored records: set-based, exact counts, the rules it respects."""
 
+import sqlite3
+
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from mappings.models import PicklistValue
 from mappings.signals import mappings_changed, stage_merging
@@ -45,6 +47,39 @@ def test_mapping_a_value_moves_its_records_in_constant_queries(
     assert changed == 30
     assert set(SyncedRecord.objects.values_list("stage__key", flat=True)) == {"in_progress"}
     assert records_reapply_mappings(field_mapping_ids=[mapping.pk]) == 0
+
+
+@pytest.fixture
+def lowest_variable_limit():
+    """SQLite as some builds ship it: 999 parameters a statement at most."""
+    if connection.vendor != "sqlite":
+        yield
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    before = raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    try:
+        yield
+    finally:
+        raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
+
+
+def test_more_situations_than_one_statement_takes_all_move(mapping, lowest_variable_limit):
+    # Ten parameters a situation: 250 of them need three statements.
+    values = [
+        PicklistValueFactory(field_mapping=mapping, value=f"V{n}", stage=stage("new"))
+        for n in range(250)
+    ]
+    SyncedRecord.objects.bulk_create(
+        SyncedRecord(
+            connection=mapping.connection, object_name="Lead", sf_id=f"00Q{n:015d}",
+            raw_value=value.value, picklist_value=value, stage=stage("new"),
+        )
+        for n, value in enumerate(values)
+    )
+    PicklistValue.objects.filter(field_mapping=mapping).update(stage=stage("contacted"))
+    assert records_reapply_mappings(field_mapping_ids=[mapping.pk]) == 250
+    assert set(SyncedRecord.objects.values_list("stage__key", flat=True)) == {"contacted"}
 
 
 def test_unmapping_a_value_clears_the_stage(mapping):
