@@ -277,9 +277,9 @@ MAX_ERROR_TEXT = 1000
 MAX_ERROR_FIELDS = 50
 MAX_FIELD_TEXT = 255
 
-# Usage persisted longer ago than this no longer blocks a call: the next call refreshes it,
-# otherwise a spent budget would block forever (Salesforce's window is a rolling 24 h).
-USAGE_STALE_AFTER = timedelta(hours=1)
+# A reading older than this does not stop a run on its own: one `limits` call (which the
+# budget never refuses) reads the usage afresh first. Salesforce's window is a rolling 24 h.
+USAGE_RECHECK_AFTER = timedelta(minutes=5)
 MAX_BACKOFF_SECONDS = 60.0
 JWT_LIFETIME_SECONDS = 180
 TOKEN_PATH = "/services/oauth2/token"
@@ -921,16 +921,21 @@ class SalesforceClient:
 
     def _check_budget(self) -> None:
         usage = self._usage
-        if usage is None or not usage.max:
+        if not self._over_budget(usage):
             return
-        if self._usage_at and timezone.now() - self._usage_at > USAGE_STALE_AFTER:
-            return
+        if self._usage_at is None or timezone.now() - self._usage_at > USAGE_RECHECK_AFTER:
+            usage = self.limits(budget=False)
+            if not self._over_budget(usage):
+                return
         percent = self.connection.api_budget_percent
-        if usage.used >= usage.max * percent / 100:
-            raise ApiBudgetExhausted(
-                ERR_BUDGET.format(used=usage.used, max=usage.max, percent=percent),
-                code=CODE_BUDGET,
-            )
+        raise ApiBudgetExhausted(
+            ERR_BUDGET.format(used=usage.used, max=usage.max, percent=percent), code=CODE_BUDGET
+        )
+
+    def _over_budget(self, usage: ApiUsage | None) -> bool:
+        if usage is None or not usage.max:
+            return False
+        return usage.used >= usage.max * self.connection.api_budget_percent / 100
 
     # -- the one place a request is made -------------------------------------------------
 

@@ -359,15 +359,56 @@ def test_budget_counts_usage_known_before_the_client(make_connection, emu):
     assert api_requests(emu) == []
 
 
-def test_stale_usage_does_not_block_forever(make_connection, emu):
+def _old_reading(connection, *, used: int, maximum: int, age: timedelta) -> None:
+    Connection.objects.filter(pk=connection.pk).update(
+        api_usage_used=used, api_usage_max=maximum, api_usage_at=timezone.now() - age
+    )
+    connection.refresh_from_db()
+
+
+def test_an_old_reading_over_budget_is_read_again_before_it_stops(make_connection, emu):
     connection = make_connection(api_budget_percent=50)
     client_for(connection)
-    Connection.objects.filter(pk=connection.pk).update(
-        api_usage_used=8000, api_usage_max=15000,
-        api_usage_at=timezone.now() - timedelta(hours=3),
-    )
+    emu.org.set_api_limit(15000)
+    emu.org.set_api_usage(100)
+    _old_reading(connection, used=8000, maximum=15000, age=timedelta(minutes=6))
+    emu.org.clear_request_log()
 
-    assert client_for(connection).limits().max == 15000
+    list(client_for(connection).query("SELECT Id FROM Lead LIMIT 1"))
+
+    # One cheap limits call, then the query Salesforce allows.
+    limits, query = api_requests(emu)
+    assert limits.path.rstrip("/").endswith("/limits")
+    assert "/query" in query.path
+    connection.refresh_from_db()
+    assert connection.api_usage_used < 8000
+
+
+def test_an_old_reading_that_holds_stops_after_one_limits_call(make_connection, emu):
+    connection = make_connection(api_budget_percent=50)
+    client_for(connection)
+    emu.org.set_api_limit(15000)
+    emu.org.set_api_usage(9000)
+    _old_reading(connection, used=8000, maximum=15000, age=timedelta(hours=3))
+    emu.org.clear_request_log()
+
+    with pytest.raises(ApiBudgetExhausted):
+        list(client_for(connection).query("SELECT Id FROM Lead LIMIT 1"))
+
+    assert len(api_requests(emu)) == 1
+    assert api_requests(emu)[0].path.rstrip("/").endswith("/limits")
+
+
+def test_a_recent_reading_over_budget_stops_without_a_call(make_connection, emu):
+    connection = make_connection(api_budget_percent=50)
+    client_for(connection)
+    _old_reading(connection, used=8000, maximum=15000, age=timedelta(minutes=4))
+    emu.org.clear_request_log()
+
+    with pytest.raises(ApiBudgetExhausted):
+        list(client_for(connection).query("SELECT Id FROM Lead LIMIT 1"))
+
+    assert api_requests(emu) == []
 
 
 def test_request_limit_exceeded_is_not_retried(make_connection, emu):

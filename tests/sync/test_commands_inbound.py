@@ -8,6 +8,13 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from mappings.models import PicklistValue
+from sync.management.commands._exit import (
+    EXIT_BUDGET,
+    EXIT_FAILED,
+    RUNS_FAILED,
+    RUNS_STOPPED,
+    exit_for_runs,
+)
 from sync.management.commands.sync import NO_CONNECTION, UNKNOWN_CONNECTION
 from sync.models import SyncedRecord, SyncRun
 from tests.sync.factories import (  # noqa: F401
@@ -57,9 +64,29 @@ def test_sync_errors(db):
 def test_sync_exits_non_zero_when_a_run_fails(emulator, org_connection, lead_mapping, settings):
     settings.STAGEMAP_SALESFORCE_RETRIES = 0
     emulator.org.inject_fault(503, count=5)
-    with pytest.raises(CommandError, match="failed"):
+    with pytest.raises(CommandError, match="failed") as excinfo:
         _call("sync", org_connection.name, "--object", "Lead")
+    assert excinfo.value.returncode == EXIT_FAILED
     assert SyncRun.objects.get().status == SyncRun.Status.FAILED
+
+
+def test_sync_budget_stop_exits_3(emulator, org_connection, lead_mapping):
+    emulator.org.set_api_limit(emulator.org.api_usage[0] + 2)
+    with pytest.raises(CommandError) as excinfo:
+        _call("sync", org_connection.name, "--object", "Lead")
+    assert excinfo.value.returncode == EXIT_BUDGET
+    assert str(excinfo.value) == RUNS_STOPPED.format(count=1, names=org_connection.name)
+    assert SyncRun.objects.get().status == SyncRun.Status.STOPPED_BUDGET
+
+
+def test_a_failure_outweighs_a_budget_stop():
+    runs = [(SyncRun.Status.STOPPED_BUDGET, "b"), (SyncRun.Status.FAILED, "a"),
+            (SyncRun.Status.OK, "c")]
+    with pytest.raises(CommandError) as excinfo:
+        exit_for_runs(runs)
+    assert excinfo.value.returncode == EXIT_FAILED
+    assert str(excinfo.value) == RUNS_FAILED.format(count=1, names="a")
+    exit_for_runs([(SyncRun.Status.OK, "c"), (SyncRun.Status.PARTIAL, "c")])
 
 
 def test_export_records_csv_and_json(emulator, org_connection, lead_mapping, tmp_path):

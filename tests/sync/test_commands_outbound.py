@@ -7,7 +7,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from sync.management.commands.push_stages import NAME_OR_ALL, RUN_FAILED, UNKNOWN_CONNECTIONS
+from sync.management.commands._exit import EXIT_BUDGET, RUNS_STOPPED
+from sync.management.commands.push_stages import NAME_OR_ALL, UNKNOWN_CONNECTIONS
 from sync.management.commands.set_stage import UNKNOWN_RECORD, UNKNOWN_STAGE
 from sync.models import SyncedRecord
 from tests.sync.factories import org_connection_fixture  # noqa: F401
@@ -81,13 +82,14 @@ def test_push_stages_arguments(db):
     assert str(excinfo.value) == UNKNOWN_CONNECTIONS.format(names="nope")
 
 
-def test_budget_stop_exits_non_zero(emulator, org_connection, no_enqueue):
+def test_budget_stop_exits_3(emulator, org_connection, no_enqueue):
     synced_leads(org_connection, lifecycle=False)
     move(open_leads(org_connection, count=1), "lost")
     emulator.org.set_api_limit(emulator.org.api_usage[0])
     with pytest.raises(CommandError) as excinfo:
         run("push_stages", org_connection.name)
-    assert str(excinfo.value) == RUN_FAILED.format(count=1, names=org_connection.name)
+    assert excinfo.value.returncode == EXIT_BUDGET
+    assert str(excinfo.value) == RUNS_STOPPED.format(count=1, names=org_connection.name)
 
 
 def test_set_stage_marks_pending_and_queues(

@@ -5,13 +5,12 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from connections.models import Connection
+from sync.management.commands._exit import exit_for_runs
 from sync.models import SyncRun
 from sync.services.outbound import sync_run_push
 
 UNKNOWN_CONNECTIONS = "Unknown connection(s): {names}."
 NAME_OR_ALL = "Give one or more connection names, or --all."
-RUN_FAILED = "{count} push run(s) did not finish: {names}."
-
 FAILED_STATUSES = (SyncRun.Status.FAILED, SyncRun.Status.STOPPED_BUDGET)
 
 
@@ -46,13 +45,7 @@ class Command(BaseCommand):
         else:
             for run in runs:
                 self._print_run(run)
-        failed = [run for run in runs if run.status in FAILED_STATUSES]
-        if failed:
-            raise CommandError(
-                RUN_FAILED.format(
-                    count=len(failed), names=", ".join(run.connection.name for run in failed)
-                )
-            )
+        exit_for_runs([(run.status, run.connection.name) for run in runs])
 
     def _print_run(self, run: SyncRun) -> None:
         style = self.style.SUCCESS if run.status in ("ok",) else self.style.WARNING

@@ -7,16 +7,15 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from connections.models import Connection
+from sync.management.commands._exit import exit_for_runs
 from sync.models import SyncRun
 from sync.services.inbound import sync_run_inbound
 
 UNKNOWN_CONNECTION = "Unknown connection(s): {names}."
 NO_CONNECTION = "Name one or more connections, or use --all."
-RUN_FAILED = "{count} run(s) failed."
 NOTHING_TO_SYNC = "{name}: no active field mapping, nothing to sync."
 
 COUNTS = ("fetched", "created", "updated", "unchanged", "unmapped", "deleted", "api_calls")
-FAILED = (SyncRun.Status.FAILED,)
 
 
 class ProgressLine:
@@ -104,9 +103,7 @@ class Command(BaseCommand):
 
         if json:
             self.stdout.write(_dumps(summaries))
-        failed = [s for s in summaries if s["status"] in FAILED]
-        if failed:
-            raise CommandError(RUN_FAILED.format(count=len(failed)))
+        exit_for_runs([(s["status"], s["connection"]) for s in summaries])
 
     def _print(self, s: dict) -> None:
         style = self.style.SUCCESS if s["status"] == SyncRun.Status.OK else self.style.WARNING
