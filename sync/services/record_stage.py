@@ -133,39 +133,12 @@ def records_move_to_stage(
         if not groups:
             return outcome
         connection_ids = {group["connection_id"] for group in groups}
-        forward = forward_only_fields(connection_ids)
-        allowed: dict[bool, Q] = {}
-        for group in groups:
-            verdict = rules.local_move(
-                record=_label(group),
-                current_stage_id=group["stage_id"],
-                target=target,
-                is_converted=group["is_converted"],
-                forward_only_fields=forward.get((group["connection_id"], group["object_name"]),
-                                                ()),
-                allow_backward=allow_backward,
-                funnel=funnel,
-            )
-            if not verdict.allowed:
-                outcome.refuse(verdict.refusal, group["n"])
-                continue
-            allowed[verdict.backward] = allowed.get(verdict.backward, Q(pk__in=[])) | (
-                _group_filter(group)
-            )
+        allowed = _allowed_groups(
+            groups, target, funnel, forward_only_fields(connection_ids), allow_backward, outcome
+        )
         for backward, condition in allowed.items():
             moving = selected.filter(condition)
-            insert_from_select(
-                model=StageChange,
-                columns={"record": "rid", "from_stage": "sid"},
-                queryset=moving.order_by().values(rid=F("pk"), sid=F("stage_id")),
-                constants={
-                    "to_stage": target_id,
-                    "reason": str(reason),
-                    "backward": backward and target is not None,
-                    "acting_user": getattr(acting_user, "pk", None),
-                    "changed_at": now,
-                },
-            )
+            _record_changes(moving, target_id, backward, reason, acting_user, now)
             count = _move(moving, target_id, connection_ids, now, push_enqueue)
             outcome.moved += count
             outcome.backward += count if backward else 0
@@ -177,6 +150,45 @@ def records_move_to_stage(
         outcome.refused or "none",
     )
     return outcome
+
+
+def _allowed_groups(groups, target, funnel, forward, allow_backward, outcome) -> dict[bool, Q]:
+    """The rulebook's verdict per group of records: refused ones are counted on `outcome`; the
+    allowed ones are returned as one filter for forward moves and one for backward ones."""
+    allowed: dict[bool, Q] = {}
+    for group in groups:
+        verdict = rules.local_move(
+            record=_label(group),
+            current_stage_id=group["stage_id"],
+            target=target,
+            is_converted=group["is_converted"],
+            forward_only_fields=forward.get((group["connection_id"], group["object_name"]), ()),
+            allow_backward=allow_backward,
+            funnel=funnel,
+        )
+        if not verdict.allowed:
+            outcome.refuse(verdict.refusal, group["n"])
+            continue
+        allowed[verdict.backward] = allowed.get(verdict.backward, Q(pk__in=[])) | (
+            _group_filter(group)
+        )
+    return allowed
+
+
+def _record_changes(moving, target_id, backward: bool, reason, acting_user, now) -> None:
+    """One history row per moved record, in one INSERT ... SELECT."""
+    insert_from_select(
+        model=StageChange,
+        columns={"record": "rid", "from_stage": "sid"},
+        queryset=moving.order_by().values(rid=F("pk"), sid=F("stage_id")),
+        constants={
+            "to_stage": target_id,
+            "reason": str(reason),
+            "backward": backward and target_id is not None,
+            "acting_user": getattr(acting_user, "pk", None),
+            "changed_at": now,
+        },
+    )
 
 
 def _move(moving, target_id, connection_ids, now, push_enqueue) -> int:
