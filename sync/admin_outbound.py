@@ -12,19 +12,18 @@ from django.db.models.functions import Coalesce
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from connections.admin import admin_object_or_404
 from mappings.models import Stage
 from sync.models import RecordError, SyncedRecord
 from sync.services import outbound
-from sync.services.outbound import records_requeue_failed
 from sync.services.record_stage import (
     record_move_refusal,
     record_set_stage,
     records_move_to_stage,
 )
+from sync.services.retry import records_retry_push
 
 MOVED = "{count} record(s) moved to {stage}; the push is queued."
 NOTHING_MOVED = "No record changed: the selected records are already in {stage}."
@@ -181,17 +180,8 @@ class SyncedRecordOutboundMixin:
 
     @admin.action(description="Retry the push of the selected records", permissions=["change"])
     def retry_push(self, request, queryset):
-        count = _retry_records(queryset.values_list("pk", flat=True))
+        count = records_retry_push(record_ids=queryset.values_list("pk", flat=True))
         self.message_user(request, RETRY_QUEUED.format(count=count))
-
-
-def _retry_records(record_ids) -> int:
-    ids = list(record_ids)
-    now = timezone.now()
-    RecordError.objects.filter(record_id__in=ids, resolved=False).update(
-        next_retry_at=now, updated_at=now
-    )
-    return records_requeue_failed(records=ids)
 
 
 class RecordErrorAdmin(admin.ModelAdmin):
@@ -267,7 +257,7 @@ class RecordErrorAdmin(admin.ModelAdmin):
         if not self.has_retry_permission(request):
             raise PermissionDenied
         record_ids = queryset.filter(resolved=False).values_list("record_id", flat=True)
-        count = _retry_records(set(record_ids))
+        count = records_retry_push(record_ids=set(record_ids))
         self.message_user(request, RETRY_QUEUED.format(count=count))
 
 

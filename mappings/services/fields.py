@@ -30,10 +30,25 @@ PLACEHOLDER_MAPPED = (
     "“{value}” is mapped to stage {stage}: on a field that decides the stage the external "
     "placeholder must stay unmapped, or records written with it would move to {stage}."
 )
+UNKNOWN_OPTION = "Unknown field mapping option {name!r}."
 BAD_API_NAME = (
     "Not a Salesforce {kind} API name: a letter, then letters, digits and single underscores "
     "(a double one only before a suffix or after a namespace, as in ns__Stage__c), "
     "at most {max_length} characters."
+)
+
+# What a person may change on a mapped field; its connection, object and field stay.
+UPDATABLE_OPTIONS = (
+    "direction",
+    "active",
+    "skip_empty_inbound",
+    "skip_empty_outbound",
+    "empty_placeholder_stage",
+    "external_placeholder_value",
+    "conflict_policy",
+    "forward_only",
+    "one_to_one",
+    "mirror",
 )
 
 API_NAME_MAX_LENGTH = 80
@@ -212,6 +227,22 @@ def field_mapping_save(
         _check_one_to_one(field_mapping)
     _with_history_user(field_mapping, acting_user).save()
     return field_mapping
+
+
+@transaction.atomic
+def field_mapping_update(
+    *, field_mapping: FieldMapping, acting_user=None, **options
+) -> FieldMapping:
+    """Change only the options given, checked as `field_mapping_save` checks every save."""
+    for name in options:
+        if name not in UPDATABLE_OPTIONS:
+            raise ValueError(UNKNOWN_OPTION.format(name=name))
+    field_mapping = FieldMapping.objects.select_for_update().get(pk=field_mapping.pk)
+    if all(getattr(field_mapping, name) == value for name, value in options.items()):
+        return field_mapping  # no history row for a change that changes nothing
+    for name, value in options.items():
+        setattr(field_mapping, name, value)
+    return field_mapping_save(field_mapping=field_mapping, acting_user=acting_user)
 
 
 @transaction.atomic

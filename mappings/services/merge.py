@@ -79,7 +79,11 @@ def stage_merge(*, source: Stage, target: Stage, acting_user) -> dict:
         field_mapping.save(update_fields=["empty_placeholder_stage", "updated_at"])
 
     # Receivers (sync) move their own rows in this transaction, before the source deactivates.
-    stage_merging.send(sender=Stage, source=source, target=target, acting_user=acting_user)
+    responses = stage_merging.send(
+        sender=Stage, source=source, target=target, acting_user=acting_user
+    )
+    # Receivers answer how many of their rows moved (sync: its records).
+    records = sum(moved for _, moved in responses if isinstance(moved, int))
 
     if source.active:
         source.active = False
@@ -88,6 +92,7 @@ def stage_merge(*, source: Stage, target: Stage, acting_user) -> dict:
     mappings_changed_announce(field_mapping_ids=field_mapping_ids, acting_user=acting_user)
     return {
         "values": len(values),
+        "records": records,
         "outbound": sum(1 for value in values if value.outbound),
         "placeholders": len(placeholders),
         "field_mappings": sorted(field_mapping_ids),

@@ -98,11 +98,13 @@ def records_move_to_stage(
     acting_user,
     allow_backward: bool = False,
     reason: str = StageChange.Reason.MOVE,
+    queue_push: bool = True,
 ) -> MoveOutcome:
     """Move records to `stage` (None: no stage) where the rulebook allows it; skip the rest.
 
     Records already in `stage` are left alone, so a repeated move pushes nothing. Moved records
-    of objects with an outbound field become pending pushes, queued after commit.
+    of objects with an outbound field become pending pushes, queued after commit unless
+    `queue_push` is off (the caller pushes them itself).
     """
     from sync.services.outbound import push_enqueue
 
@@ -139,7 +141,8 @@ def records_move_to_stage(
         for backward, condition in allowed.items():
             moving = selected.filter(condition)
             _record_changes(moving, target_id, backward, reason, acting_user, now)
-            count = _move(moving, target_id, connection_ids, now, push_enqueue)
+            count = _move(moving, target_id, connection_ids, now,
+                          push_enqueue if queue_push else None)
             outcome.moved += count
             outcome.backward += count if backward else 0
     logger.info(
@@ -208,6 +211,8 @@ def _move(moving, target_id, connection_ids, now, push_enqueue) -> int:
     )
     count = pending.update(**changes, outbound_state=SyncedRecord.OutboundState.PENDING)
     count += moving.exclude(pushable).update(**changes)
+    if push_enqueue is None:
+        return count
     for connection_id in sorted(pushed_connections):
         transaction.on_commit(lambda cid=connection_id: push_enqueue(cid))
     return count
@@ -237,13 +242,18 @@ def record_set_stage(
     stage: Stage | None,
     acting_user,
     allow_backward: bool = False,
+    queue_push: bool = True,
 ) -> int:
     """Move records as `records_move_to_stage` does; returns how many moved.
 
     Raises ValidationError with the rulebook's reason when every record was refused.
     """
     outcome = records_move_to_stage(
-        records=records, stage=stage, acting_user=acting_user, allow_backward=allow_backward
+        records=records,
+        stage=stage,
+        acting_user=acting_user,
+        allow_backward=allow_backward,
+        queue_push=queue_push,
     )
     if outcome.refused and not outcome.moved:
         raise ValidationError(list(outcome.messages.values()), code="refused")

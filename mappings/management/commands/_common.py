@@ -10,9 +10,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from connections.models import Connection
+from mappings.models import FieldMapping
 
 UNKNOWN_CONNECTION = "No connection named “{name}”."
 BAD_DATE = "“{value}” is not a date (YYYY-MM-DD) or datetime (YYYY-MM-DDTHH:MM)."
+UNKNOWN_FIELD = "{connection} maps no field {object}.{field}."
 UNREADABLE_FILE = "Cannot read {file}: {reason}"
 NOT_UTF8 = "{file} is not UTF-8: save it as UTF-8 (e.g. “CSV UTF-8” in a spreadsheet) and retry."
 
@@ -22,6 +24,17 @@ def connection_named(name: str) -> Connection:
         return Connection.objects.get(name=name)
     except Connection.DoesNotExist:
         raise CommandError(UNKNOWN_CONNECTION.format(name=name)) from None
+
+
+def field_mapping_named(connection: Connection, object_name: str, field_name: str):
+    try:
+        return FieldMapping.objects.select_related("connection").get(
+            connection=connection, object_name=object_name, field_name=field_name
+        )
+    except FieldMapping.DoesNotExist:
+        raise CommandError(
+            UNKNOWN_FIELD.format(connection=connection, object=object_name, field=field_name)
+        ) from None
 
 
 def read_utf8(file: str) -> str:

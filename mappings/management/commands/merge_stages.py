@@ -3,8 +3,12 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from mappings.management.commands._common import as_json
 from mappings.models import Stage
 from mappings.services.merge import stage_merge
+
+UNKNOWN_STAGE = "No stage with key “{key}”."
+MSG_MERGED = "Merged {source} into {target}: {values} value(s) and {records} record(s) moved."
 
 
 class Command(BaseCommand):
@@ -13,16 +17,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("source")
         parser.add_argument("target")
+        parser.add_argument("--json", action="store_true")
 
-    def handle(self, *args, source, target, **options):
+    def handle(self, *args, source, target, json, **options):
         stages = {stage.key: stage for stage in Stage.objects.filter(key__in=[source, target])}
         for key in (source, target):
             if key not in stages:
-                raise CommandError(f"No stage with key “{key}”.")
+                raise CommandError(UNKNOWN_STAGE.format(key=key))
         try:
             moved = stage_merge(source=stages[source], target=stages[target], acting_user=None)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
-        self.stdout.write(
-            self.style.SUCCESS(f"Merged {source} into {target}: {moved['values']} value(s) moved.")
-        )
+        if json:
+            self.stdout.write(as_json({"source": source, "target": target, **moved}))
+            return
+        self.stdout.write(self.style.SUCCESS(MSG_MERGED.format(
+            source=source, target=target, values=moved["values"], records=moved["records"]
+        )))

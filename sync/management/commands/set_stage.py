@@ -48,8 +48,13 @@ class Command(BaseCommand):
         if stage is None:
             raise CommandError(UNKNOWN_STAGE.format(key=stage_key))
         try:
+            # --push-now pushes below: queueing a push as well would write the record twice.
             changed = record_set_stage(
-                records=[record], stage=stage, acting_user=None, allow_backward=allow_backward
+                records=[record],
+                stage=stage,
+                acting_user=None,
+                allow_backward=allow_backward,
+                queue_push=not push_now,
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
