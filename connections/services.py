@@ -1,9 +1,10 @@
-"""Operations on connections: create, update, secrets, pause and resume, test, key rotation."""
+"""Operations on connections: create, update, secrets, pause and resume, test, key rotation,
+and what the client learned (auth status, the token cache, API usage)."""
 
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -331,6 +332,63 @@ def connection_resume(*, connection: Connection, acting_user=None) -> Connection
             connection.save(update_fields=["status", "paused_from_status", "updated_at"])
             logger.info("connection %s resumed by %s", connection.name, acting_user or "system")
     return connection
+
+
+def _store(connection: Connection, fields: dict[str, Any]) -> None:
+    """Set the fields on the instance the client holds, and on its row when it has one.
+
+    One UPDATE of only these columns (no save()): the client may write from a worker thread
+    while a caller holds the same instance, and `updated_at` stays the time staff changed it.
+    """
+    for name, value in fields.items():
+        setattr(connection, name, value)
+    if connection.pk is not None:
+        Connection.objects.filter(pk=connection.pk).update(**fields)
+
+
+def connection_record_auth_failure(*, connection: Connection, message: str) -> None:
+    """Salesforce refused the credentials: keep why, forget the cached token, mark the
+    connection `auth failed` (a paused connection stays paused)."""
+    fields: dict[str, Any] = {
+        "last_error": message, "last_error_at": timezone.now(), "token_ciphertext": "",
+    }
+    if connection.status != Connection.Status.PAUSED:
+        fields["status"] = Connection.Status.AUTH_FAILED
+    _store(connection, fields)
+
+
+def connection_store_token(
+    *,
+    connection: Connection,
+    token_ciphertext: str,
+    instance_url: str,
+    org_id: str = "",
+    user_id: str = "",
+) -> None:
+    """Cache a freshly obtained token (encrypted) and what it told about the org.
+
+    Org and user id are stored only when the token named them; a connection marked
+    `auth failed` is `ok` again, its error cleared.
+    """
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "token_ciphertext": token_ciphertext,
+        "token_obtained_at": now,
+        "instance_url": instance_url,
+        "last_connected_at": now,
+    }
+    if org_id and user_id:
+        fields.update(org_id=org_id, user_id=user_id)
+    if connection.status == Connection.Status.AUTH_FAILED:
+        fields.update(status=Connection.Status.OK, last_error="", last_error_at=None)
+    _store(connection, fields)
+
+
+def connection_store_usage(
+    *, connection: Connection, used: int, maximum: int, at: datetime | None
+) -> None:
+    """Keep the org's API usage Salesforce last reported, and when."""
+    _store(connection, {"api_usage_used": used, "api_usage_max": maximum, "api_usage_at": at})
 
 
 def _record_failure(connection: Connection, status: str, message: str) -> None:
