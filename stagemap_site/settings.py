@@ -170,7 +170,10 @@ STAGEMAP_SALESFORCE_BACKOFF = env.float("STAGEMAP_SALESFORCE_BACKOFF", default=1
 
 # Sync
 STAGEMAP_SYNC_LOOKBACK_MINUTES = env.int("STAGEMAP_SYNC_LOOKBACK_MINUTES", default=10)
-STAGEMAP_SYNC_LEASE_SECONDS = env.int("STAGEMAP_SYNC_LEASE_SECONDS", default=900)
+# A run renews its lease from a heartbeat thread; a dead worker's lease expires this long after
+# its last beat (see sync/services/runs.py).
+STAGEMAP_SYNC_LEASE_SECONDS = env.int("STAGEMAP_SYNC_LEASE_SECONDS", default=120)
+STAGEMAP_LEASE_HEARTBEAT_SECONDS = env.float("STAGEMAP_LEASE_HEARTBEAT_SECONDS", default=30.0)
 STAGEMAP_SYNC_PAGE_SIZE = env.int("STAGEMAP_SYNC_PAGE_SIZE", default=2000)
 STAGEMAP_SYNC_OPPORTUNITIES = env.bool("STAGEMAP_SYNC_OPPORTUNITIES", default=True)
 STAGEMAP_SYNC_PREFETCH = env.bool("STAGEMAP_SYNC_PREFETCH", default=True)

@@ -32,7 +32,9 @@ class LastRun:
 
     @property
     def bad(self) -> bool:
-        return self.status in (SyncRun.Status.FAILED, SyncRun.Status.STOPPED_BUDGET)
+        return self.status in (
+            SyncRun.Status.FAILED, SyncRun.Status.STOPPED_BUDGET, SyncRun.Status.ABANDONED
+        )
 
 
 @dataclass

@@ -182,6 +182,7 @@ class SyncRun(models.Model):
         FAILED = "failed", "Failed"
         SKIPPED_LOCKED = "skipped_locked", "Skipped: another run holds the lock"
         STOPPED_BUDGET = "stopped_budget", "Stopped: API budget"
+        ABANDONED = "abandoned", "Abandoned: the worker stopped without finishing"
 
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="sync_runs")
     kind = models.CharField(max_length=10, choices=Kind.choices)

@@ -12,11 +12,17 @@ Usage (inbound, outbound push, refresh, reapply alike)::
             lease.renew()                # extend the lease, save the counters so far
         lease.run.status = SyncRun.Status.PARTIAL   # optional; OK when left RUNNING
 
+While the body runs a daemon thread (`LeaseHeartbeat`) renews the lease every
+STAGEMAP_LEASE_HEARTBEAT_SECONDS, however long a page or a Salesforce call takes; a killed
+process stops renewing, so its lease expires STAGEMAP_SYNC_LEASE_SECONDS later and the next run
+that takes it over marks the dead run `abandoned`. The explicit `renew()` calls still save the
+counters, and raise LeaseLost once the heartbeat found the lease taken by another holder.
+
 On exit the run is finished: status, error, finished_at, duration_seconds and api_calls are
-saved and the lease released. ApiBudgetExhausted / ApiLimitExceeded end the run as
-`stopped_budget`, other SalesforceErrors (and LeaseLost) as `failed`; these are swallowed (they
-are outcomes, recorded on the run). Any other exception fails the run and is re-raised.
-`lease_kind` lets several run kinds share one lease (full and delta inbound use "delta").
+saved, the heartbeat stopped and the lease released. ApiBudgetExhausted / ApiLimitExceeded end
+the run as `stopped_budget`, other SalesforceErrors (and LeaseLost) as `failed`; these are
+swallowed (they are outcomes, recorded on the run). Any other exception fails the run and is
+re-raised. `lease_kind` lets several run kinds share one lease (full and delta inbound use "delta").
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db import connection as db_connection
 from django.utils import timezone
 
 from connections.salesforce import ApiBudgetExhausted, ApiLimitExceeded, SalesforceError
@@ -41,6 +49,9 @@ logger = logging.getLogger(__name__)
 LEASE_HELD = "Skipped: another {kind} run on this connection holds the lease until {until}."
 LEASE_LOST = "The lease expired and another run took it over; this run stopped."
 BUDGET_STOPPED = "Stopped: API budget ({reason}). The cursor is kept; the next run resumes."
+RUN_ABANDONED = "The worker stopped without finishing."
+# A heartbeat stuck longer than this on a database lock is left behind (it is a daemon).
+HEARTBEAT_JOIN_SECONDS = 60
 
 COUNTER_FIELDS = (
     "fetched",
@@ -68,16 +79,19 @@ def _expiry(now=None):
 
 
 def lease_acquire(*, connection, kind: str, holder: str, run: SyncRun | None = None) -> bool:
-    """Take the lease if free or expired; True when `holder` now holds it."""
+    """Take the lease if free or expired; True when `holder` now holds it. Taking over an
+    expired lease marks the run of its dead holder abandoned."""
     now = timezone.now()
     expires = _expiry(now)
-    # A conditional UPDATE is a compare-and-swap on every backend: of two runs racing for an
-    # expired lease only one matches `expires_at <= now` once the other has written its row.
-    taken = SyncLease.objects.filter(connection=connection, kind=kind, expires_at__lte=now).update(
-        holder=holder, run=run, acquired_at=now, expires_at=expires
+    stale = (
+        SyncLease.objects.filter(connection=connection, kind=kind, expires_at__lte=now)
+        .values_list("holder", "run_id", "expires_at")
+        .first()
     )
-    if taken:
-        return True
+    if stale is not None:
+        return _lease_take_over(
+            connection=connection, kind=kind, holder=holder, run=run, stale=stale, now=now
+        )
     try:
         with transaction.atomic():
             SyncLease.objects.create(
@@ -93,12 +107,33 @@ def lease_acquire(*, connection, kind: str, holder: str, run: SyncRun | None = N
     return True
 
 
+def _lease_take_over(*, connection, kind: str, holder: str, run, stale: tuple, now) -> bool:
+    old_holder, old_run_id, old_expiry = stale
+    # A conditional UPDATE is a compare-and-swap on every backend: of two runs racing for an
+    # expired lease only one matches `expires_at <= now` once the other has written its row.
+    # In one transaction with the abandon, so a crash in between cannot leave the dead run
+    # "running" for good.
+    with transaction.atomic():
+        taken = SyncLease.objects.filter(
+            connection=connection, kind=kind, holder=old_holder, expires_at__lte=now
+        ).update(holder=holder, run=run, acquired_at=now, expires_at=_expiry(now))
+        if taken and old_run_id is not None:
+            run_abandon(run_id=old_run_id, at=old_expiry)
+    return bool(taken)
+
+
+def lease_extend(*, connection_id: int, kind: str, holder: str) -> bool:
+    """Push the expiry forward only while `holder` still holds the lease (compare-and-set)."""
+    return bool(
+        SyncLease.objects.filter(connection_id=connection_id, kind=kind, holder=holder).update(
+            expires_at=_expiry()
+        )
+    )
+
+
 def lease_renew(*, connection, kind: str, holder: str) -> None:
     """Push the expiry forward; raises LeaseLost when another holder took the lease."""
-    renewed = SyncLease.objects.filter(connection=connection, kind=kind, holder=holder).update(
-        expires_at=_expiry()
-    )
-    if not renewed:
+    if not lease_extend(connection_id=connection.pk, kind=kind, holder=holder):
         raise LeaseLost(LEASE_LOST)
 
 
@@ -123,6 +158,24 @@ def run_create(
         object_name=object_name,
         dry_run=dry_run,
         status=SyncRun.Status.RUNNING,
+    )
+
+
+def run_abandon(*, run_id: int, at=None) -> bool:
+    """Mark a run whose worker died while it was running (its lease expired) abandoned,
+    finished when its lease expired; the counters it saved so far stay."""
+    run = SyncRun.objects.filter(pk=run_id, status=SyncRun.Status.RUNNING).first()
+    if run is None:
+        return False
+    finished_at = at or timezone.now()
+    duration = max((finished_at - run.started_at).total_seconds(), 0.0)
+    return bool(
+        SyncRun.objects.filter(pk=run_id, status=SyncRun.Status.RUNNING).update(
+            status=SyncRun.Status.ABANDONED,
+            error=RUN_ABANDONED,
+            finished_at=finished_at,
+            duration_seconds=duration,
+        )
     )
 
 
@@ -154,6 +207,60 @@ def run_finish(*, run: SyncRun, status: str | None = None, error: str = "") -> S
     return run
 
 
+class LeaseHeartbeat:
+    """A daemon thread that renews a held lease every `interval` seconds until stopped.
+
+    It uses its own database connection (closed when it ends) and runs each renewal in
+    autocommit, so it never holds a transaction open. A renewal that fails on the database (a
+    lock held by the run's own page transaction past the busy timeout, a dropped connection) is
+    logged and tried again at the next beat; one that finds the lease held by another holder
+    sets `lost` and ends the thread.
+    """
+
+    def __init__(self, *, connection_id: int, kind: str, holder: str, interval: float):
+        self.connection_id = connection_id
+        self.kind = kind
+        self.holder = holder
+        self.interval = interval
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"sync-lease-{kind}-{connection_id}", daemon=True
+        )
+
+    def start(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=HEARTBEAT_JOIN_SECONDS)
+        if self._thread.is_alive():
+            logger.warning("lease heartbeat of %s did not stop in time", self.holder)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    held = lease_extend(
+                        connection_id=self.connection_id, kind=self.kind, holder=self.holder
+                    )
+                except DatabaseError as exc:
+                    logger.warning("lease heartbeat of %s: %s; retrying", self.holder, exc)
+                    continue
+                if not held:
+                    self.lost.set()
+                    return
+        finally:
+            db_connection.close()
+
+
+def _heartbeat_interval() -> float:
+    # A beat slower than the lease would let it expire between beats.
+    lease_seconds = settings.STAGEMAP_SYNC_LEASE_SECONDS
+    return min(settings.STAGEMAP_LEASE_HEARTBEAT_SECONDS, lease_seconds / 3)
+
+
 class RunLease:
     """What `run_lease` yields: the run, whether the lease was obtained, and helpers."""
 
@@ -165,6 +272,7 @@ class RunLease:
         self.acquired = acquired
         self._clients: list[tuple[object, int]] = []
         self._base_api_calls = run.api_calls
+        self.heartbeat: LeaseHeartbeat | None = None
 
     def attach_client(self, client):
         """Count the client's API calls from now on into run.api_calls."""
@@ -180,9 +288,32 @@ class RunLease:
 
     def renew(self) -> None:
         """Extend the lease and save progress; call after every committed page or batch."""
+        if self.heartbeat is not None and self.heartbeat.lost.is_set():
+            raise LeaseLost(LEASE_LOST)
         lease_renew(connection=self.connection, kind=self.lease_kind, holder=self.holder)
         self._sync_api_calls()
         run_save_progress(run=self.run)
+
+
+@contextmanager
+def _heartbeat_kept(handle: RunLease) -> Iterator[None]:
+    """Renew the lease from a thread while the body runs; stopped before the run finishes."""
+    # Inside an outer transaction (tests, callers that wrap the run) the lease row is not
+    # committed: another connection could neither see nor renew it, and the explicit
+    # renewals alone keep it.
+    if transaction.get_connection().in_atomic_block:
+        yield
+        return
+    handle.heartbeat = LeaseHeartbeat(
+        connection_id=handle.connection.pk,
+        kind=handle.lease_kind,
+        holder=handle.holder,
+        interval=_heartbeat_interval(),
+    ).start()
+    try:
+        yield
+    finally:
+        handle.heartbeat.stop()
 
 
 @contextmanager
@@ -224,7 +355,8 @@ def run_lease(
         yield handle
         return
     try:
-        yield handle
+        with _heartbeat_kept(handle):
+            yield handle
     except (ApiBudgetExhausted, ApiLimitExceeded) as exc:
         handle._sync_api_calls()
         reason = exc.code or "REQUEST_LIMIT_EXCEEDED"
