@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -16,7 +17,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_POST
 
 from connections import selectors, services
-from connections.models import Connection
+from connections.models import SCHEDULE_FIELDS, Connection
 from connections.salesforce import ConnectionPaused, SalesforceError
 
 MSG_TEST_OK = "{name}: connected to org {org_id} as {username}; API usage {usage}."
@@ -33,6 +34,14 @@ ERR_NO_OBJECT = "No such object."
 
 COMMON_FIELDS = ("name", "environment", "login_url", "api_version")
 LIMIT_FIELDS = ("api_budget_percent", "replication_start_date")
+# Field -> (the setting a blank field falls back to, its unit).
+SCHEDULE_DEFAULTS = {
+    "delta_minutes": ("STAGEMAP_DELTA_MINUTES", "minutes"),
+    "push_minutes": ("STAGEMAP_PUSH_MINUTES", "minutes"),
+    "refresh_hours": ("STAGEMAP_REFRESH_HOURS", "hours"),
+    "reconcile_days": ("STAGEMAP_RECONCILE_DAYS", "days"),
+}
+MSG_SCHEDULE_DEFAULT = "Blank: the default, {setting} ({value} {unit})."
 STATUS_FIELDS = (
     "status_display",
     "learned_instance_url",
@@ -86,7 +95,8 @@ class ConnectionForm(forms.ModelForm):
 
     class Meta:
         model = Connection
-        fields = [*COMMON_FIELDS, "consumer_key", "username", "instance_url", *LIMIT_FIELDS]
+        fields = [*COMMON_FIELDS, "consumer_key", "username", "instance_url", *LIMIT_FIELDS,
+                  *SCHEDULE_FIELDS]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -96,6 +106,11 @@ class ConnectionForm(forms.ModelForm):
                 "https://login.salesforce.com, https://test.salesforce.com for sandboxes, "
                 "or your My Domain URL. Blank: the default for the environment."
             )
+        for name, (setting, unit) in SCHEDULE_DEFAULTS.items():
+            if name in self.fields:
+                self.fields[name].help_text = MSG_SCHEDULE_DEFAULT.format(
+                    setting=setting, value=getattr(settings, setting), unit=unit
+                )
         stored = {}
         self.secrets_readable = True
         if self.instance.pk:
@@ -202,6 +217,7 @@ class ConnectionAdmin(admin.ModelAdmin):
             (None, {"fields": COMMON_FIELDS}),
             (f"Credentials: {label}", {"fields": credentials}),
             ("API budget and replication", {"fields": LIMIT_FIELDS}),
+            ("Schedule", {"fields": SCHEDULE_FIELDS}),
         ]
         if obj is not None:
             fieldsets.append(("Status", {"fields": STATUS_FIELDS}))
@@ -260,6 +276,11 @@ class ConnectionAdmin(admin.ModelAdmin):
                 replication_start_date=data.get("replication_start_date"),
                 acting_user=request.user,
             )
+            schedule = {name: data.get(name) for name in SCHEDULE_FIELDS if name in data}
+            if any(value is not None for value in schedule.values()):
+                created = services.connection_update(
+                    connection=created, acting_user=request.user, **schedule
+                )
             obj.__dict__.update(created.__dict__)
             return
         values = {name: data.get(name) for name in form.fields

@@ -4,9 +4,21 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+# Per-connection schedule intervals; blank (null) means the setting's default.
+SCHEDULE_FIELDS = ("delta_minutes", "push_minutes", "refresh_hours", "reconcile_days")
+
 
 def default_api_version() -> str:
     return settings.STAGEMAP_SALESFORCE_API_VERSION
+
+
+def _interval(maximum: int, help_text: str) -> models.PositiveIntegerField:
+    return models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(maximum)],
+        help_text=help_text,
+    )
 
 
 class Connection(models.Model):
@@ -70,6 +82,19 @@ class Connection(models.Model):
 
     replication_start_date = models.DateField(
         null=True, blank=True, help_text="How far back the first full sync reaches."
+    )
+
+    delta_minutes = _interval(
+        24 * 60, "Minutes between delta syncs. Blank: STAGEMAP_DELTA_MINUTES."
+    )
+    push_minutes = _interval(
+        24 * 60, "Minutes between outbound push sweeps. Blank: STAGEMAP_PUSH_MINUTES."
+    )
+    refresh_hours = _interval(
+        7 * 24, "Hours between picklist refreshes. Blank: STAGEMAP_REFRESH_HOURS."
+    )
+    reconcile_days = _interval(
+        90, "Days between full reconciles. Blank: STAGEMAP_RECONCILE_DAYS."
     )
 
     created_at = models.DateTimeField(auto_now_add=True)

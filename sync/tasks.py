@@ -15,24 +15,29 @@ class TaskRefused(Exception):
     pass
 
 
-def _active_connection_ids() -> list[int]:
-    return list(
-        Connection.objects.exclude(status=Connection.Status.PAUSED).values_list("id", flat=True)
-    )
+def _connection(connection_id: int, *, due: str | None = None) -> Connection | None:
+    """The connection to run on; with `due` (a scheduled run) only when it is due for it, so a
+    task queued twice, or queued behind a run that started meanwhile, does nothing."""
+    from sync.services.schedule import connection_is_due
 
-
-def _connection(connection_id: int) -> Connection | None:
     connection = Connection.objects.filter(pk=connection_id).first()
     if connection is None or connection.is_paused:
         logger.info("connection %s is gone or paused; nothing to do", connection_id)
         return None
+    if due and not connection_is_due(connection=connection, kind=due):
+        logger.info("connection %s is not due for %s; nothing to do", connection_id, due)
+        return None
     return connection
+
+
+def _due_kind(trigger: str, kind: str) -> str | None:
+    return kind if trigger == "schedule" else None
 
 
 def task_refresh(connection_id: int, trigger: str = "schedule") -> int | None:
     from sync.services.refresh import sync_run_refresh
 
-    if connection := _connection(connection_id):
+    if connection := _connection(connection_id, due=_due_kind(trigger, "refresh")):
         return sync_run_refresh(connection=connection, trigger=trigger).pk
     return None
 
@@ -40,7 +45,8 @@ def task_refresh(connection_id: int, trigger: str = "schedule") -> int | None:
 def task_delta(connection_id: int, trigger: str = "schedule", full: bool = False) -> list | None:
     from sync.services.inbound import sync_run_inbound
 
-    if connection := _connection(connection_id):
+    due = None if full else _due_kind(trigger, "delta")
+    if connection := _connection(connection_id, due=due):
         runs = sync_run_inbound(connection=connection, full=full, trigger=trigger)
         return [run.pk for run in runs]
     return None
@@ -49,29 +55,50 @@ def task_delta(connection_id: int, trigger: str = "schedule", full: bool = False
 def task_push(connection_id: int, trigger: str = "event") -> int | None:
     from sync.services.outbound import sync_run_push
 
-    if connection := _connection(connection_id):
+    if connection := _connection(connection_id, due=_due_kind(trigger, "push")):
         return sync_run_push(connection=connection, trigger=trigger).pk
     return None
 
 
-def _fan_out(func: str) -> int:
-    # One task per connection, so several workers sync several orgs at once.
-    ids = _active_connection_ids()
+def task_reconcile(connection_id: int, trigger: str = "schedule") -> list | None:
+    from sync.services.reconcile import sync_run_reconcile
+
+    if connection := _connection(connection_id, due=_due_kind(trigger, "reconcile")):
+        return [run.pk for run in sync_run_reconcile(connection=connection, trigger=trigger)]
+    return None
+
+
+def _fan_out(func: str, kind: str) -> int:
+    # One task per due connection, so several workers sync several orgs at once.
+    from sync.services.schedule import connections_due
+
+    ids = connections_due(kind=kind)
     for connection_id in ids:
         async_task(func, connection_id, "schedule", group=func.rsplit(".", 1)[-1])
     return len(ids)
 
 
 def schedule_refresh_all() -> int:
-    return _fan_out("sync.tasks.task_refresh")
+    return _fan_out("sync.tasks.task_refresh", "refresh")
 
 
 def schedule_delta_all() -> int:
-    return _fan_out("sync.tasks.task_delta")
+    return _fan_out("sync.tasks.task_delta", "delta")
 
 
 def schedule_push_all() -> int:
-    return _fan_out("sync.tasks.task_push")
+    return _fan_out("sync.tasks.task_push", "push")
+
+
+def schedule_reconcile_all() -> int:
+    return _fan_out("sync.tasks.task_reconcile", "reconcile")
+
+
+def task_retention() -> dict:
+    from sync.services.retention import sync_prune_history
+
+    result = sync_prune_history()
+    return {"runs_deleted": result.runs_deleted, "errors_deleted": result.errors_deleted}
 
 
 def enqueue_inbound(connection_id: int, *, full: bool = False, trigger: str = "admin") -> str:

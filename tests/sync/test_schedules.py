@@ -1,4 +1,4 @@
-"""setup_schedules upserts the three django-q2 schedules by name."""
+"""setup_schedules upserts the django-q2 schedules by name."""
 
 import json
 from io import StringIO
@@ -12,13 +12,13 @@ pytestmark = pytest.mark.django_db
 
 def test_setup_schedules_is_idempotent_and_follows_settings(settings):
     call_command("setup_schedules", stdout=StringIO())
-    settings.STAGEMAP_DELTA_MINUTES = 7
+    settings.STAGEMAP_SCHEDULE_TICK_MINUTES = 7
     out = StringIO()
     call_command("setup_schedules", "--json", stdout=out)
 
     rows = json.loads(out.getvalue())
-    assert [row["created"] for row in rows] == [False, False, False]
-    assert Schedule.objects.count() == 3
+    assert [row["created"] for row in rows] == [False] * 5
+    assert Schedule.objects.count() == 5
     delta = Schedule.objects.get(name="stagemap: delta sync")
     assert (delta.func, delta.minutes, delta.schedule_type, delta.repeats) == (
         "sync.tasks.schedule_delta_all", 7, Schedule.MINUTES, -1
@@ -27,4 +27,6 @@ def test_setup_schedules_is_idempotent_and_follows_settings(settings):
         "sync.tasks.schedule_refresh_all",
         "sync.tasks.schedule_delta_all",
         "sync.tasks.schedule_push_all",
+        "sync.tasks.schedule_reconcile_all",
+        "sync.tasks.task_retention",
     }
