@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from connections import crypto
-from connections.models import Connection
+from connections.models import SCHEDULE_FIELDS, Connection
 from connections.salesforce import (
     AuthenticationFailed,
     ConnectionPaused,
@@ -72,7 +72,7 @@ DEFAULT_LOGIN_URLS = {
 CREDENTIAL_FIELDS = ("environment", "login_url", "auth_method", "consumer_key", "username",
                      "instance_url")
 UPDATABLE_FIELDS = (*CREDENTIAL_FIELDS, "name", "api_version", "api_budget_percent",
-                    "replication_start_date")
+                    "replication_start_date", *SCHEDULE_FIELDS)
 
 ERR_UNKNOWN_AUTH_METHOD = "Unknown auth method {method!r}; choose one of: {choices}."
 ERR_UNKNOWN_SECRET = "Unknown secret {name!r}; expected one of: {choices}."
@@ -321,17 +321,41 @@ def connection_pause(*, connection: Connection, acting_user=None) -> Connection:
 
 
 def connection_resume(*, connection: Connection, acting_user=None) -> Connection:
-    """Return to the status the connection had when paused (`never connected` if unknown)."""
+    """Return to the last real status: the one it had when paused, or what a run or an auth
+    failure found while it was paused."""
     with transaction.atomic():
         connection = Connection.objects.select_for_update().get(pk=connection.pk)
         if connection.status == Connection.Status.PAUSED:
-            connection.status = (
-                connection.paused_from_status or Connection.Status.NEVER_CONNECTED
-            )
+            connection.status = _status_before_pause(connection)
             connection.paused_from_status = ""
             connection.save(update_fields=["status", "paused_from_status", "updated_at"])
             logger.info("connection %s resumed by %s", connection.name, acting_user or "system")
     return connection
+
+
+def _status_before_pause(connection: Connection) -> str:
+    status = connection.paused_from_status
+    # Paused before a run recorded its status (rows from before runs set `ok`): a cached
+    # token means it connected since its credentials last changed (that forgets the token).
+    if status in ("", Connection.Status.NEVER_CONNECTED, Connection.Status.PAUSED):
+        connected = bool(connection.token_ciphertext)
+        return Connection.Status.OK if connected else Connection.Status.NEVER_CONNECTED
+    return status
+
+
+def _set_status(connection: Connection, status: str, fields: dict[str, Any]) -> None:
+    """Store `fields` and the new status; on a paused connection the status is what resume
+    returns to. Conditional UPDATEs, so a pause committed meanwhile is never overwritten."""
+    rows = Connection.objects.filter(pk=connection.pk) if connection.pk is not None else None
+    if rows is not None:
+        rows.filter(status=Connection.Status.PAUSED).update(**fields, paused_from_status=status)
+        rows.exclude(status=Connection.Status.PAUSED).update(**fields, status=status)
+    for name, value in fields.items():
+        setattr(connection, name, value)
+    if connection.status == Connection.Status.PAUSED:
+        connection.paused_from_status = status
+    else:
+        connection.status = status
 
 
 def _store(connection: Connection, fields: dict[str, Any]) -> None:
@@ -348,13 +372,16 @@ def _store(connection: Connection, fields: dict[str, Any]) -> None:
 
 def connection_record_auth_failure(*, connection: Connection, message: str) -> None:
     """Salesforce refused the credentials: keep why, forget the cached token, mark the
-    connection `auth failed` (a paused connection stays paused)."""
+    connection `auth failed` (a paused one returns to `auth failed` on resume)."""
     fields: dict[str, Any] = {
         "last_error": message, "last_error_at": timezone.now(), "token_ciphertext": "",
     }
-    if connection.status != Connection.Status.PAUSED:
-        fields["status"] = Connection.Status.AUTH_FAILED
-    _store(connection, fields)
+    _set_status(connection, Connection.Status.AUTH_FAILED, fields)
+
+
+def connection_record_success(*, connection: Connection) -> None:
+    """A run talked to Salesforce and finished: the connection is `ok`, its error cleared."""
+    _set_status(connection, Connection.Status.OK, {"last_error": "", "last_error_at": None})
 
 
 def connection_store_token(
@@ -368,7 +395,8 @@ def connection_store_token(
     """Cache a freshly obtained token (encrypted) and what it told about the org.
 
     Org and user id are stored only when the token named them; a connection marked
-    `auth failed` is `ok` again, its error cleared.
+    `auth failed` or `never connected` is `ok` now (on a paused one: once resumed), its error
+    cleared.
     """
     now = timezone.now()
     fields: dict[str, Any] = {
@@ -379,9 +407,11 @@ def connection_store_token(
     }
     if org_id and user_id:
         fields.update(org_id=org_id, user_id=user_id)
-    if connection.status == Connection.Status.AUTH_FAILED:
-        fields.update(status=Connection.Status.OK, last_error="", last_error_at=None)
     _store(connection, fields)
+    current = connection.paused_from_status if connection.is_paused else connection.status
+    # A token proves the credentials, not that the org answers: `error` waits for a run.
+    if current in (Connection.Status.AUTH_FAILED, Connection.Status.NEVER_CONNECTED, ""):
+        _set_status(connection, Connection.Status.OK, {"last_error": "", "last_error_at": None})
 
 
 def connection_store_usage(
@@ -392,10 +422,7 @@ def connection_store_usage(
 
 
 def _record_failure(connection: Connection, status: str, message: str) -> None:
-    fields = {"last_error": message, "last_error_at": timezone.now()}
-    if connection.status != Connection.Status.PAUSED:
-        fields["status"] = status
-    Connection.objects.filter(pk=connection.pk).update(**fields)
+    _set_status(connection, status, {"last_error": message, "last_error_at": timezone.now()})
     connection.refresh_from_db()
 
 

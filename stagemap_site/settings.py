@@ -161,6 +161,9 @@ IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = False
 # would refuse saving a field with a few hundred values.
 DATA_UPLOAD_MAX_NUMBER_FIELDS = env.int("DATA_UPLOAD_MAX_NUMBER_FIELDS", default=10000)
 
+# The monitoring endpoint /health.json accepts "Authorization: Bearer <this>"; unset: staff only.
+STAGEMAP_HEALTH_TOKEN = env.str("STAGEMAP_HEALTH_TOKEN", default="")
+
 # Salesforce
 STAGEMAP_SALESFORCE_API_VERSION = env.str("STAGEMAP_SALESFORCE_API_VERSION", default="62.0")
 STAGEMAP_SALESFORCE_CA_BUNDLE = env.str("STAGEMAP_SALESFORCE_CA_BUNDLE", default="")
@@ -181,6 +184,11 @@ STAGEMAP_PUSH_PIPELINE = env.bool("STAGEMAP_PUSH_PIPELINE", default=True)
 STAGEMAP_DELTA_MINUTES = env.int("STAGEMAP_DELTA_MINUTES", default=15)
 STAGEMAP_REFRESH_HOURS = env.int("STAGEMAP_REFRESH_HOURS", default=24)
 STAGEMAP_PUSH_MINUTES = env.int("STAGEMAP_PUSH_MINUTES", default=5)
+# Defaults of the per-connection intervals above and below; a connection may set its own.
+STAGEMAP_RECONCILE_DAYS = env.int("STAGEMAP_RECONCILE_DAYS", default=7)
+# How often the delta and push fan-outs look for due connections (refresh and reconcile: hourly).
+STAGEMAP_SCHEDULE_TICK_MINUTES = env.int("STAGEMAP_SCHEDULE_TICK_MINUTES", default=1)
+STAGEMAP_RETENTION_DAYS = env.int("STAGEMAP_RETENTION_DAYS", default=90)
 
 # django-q2: the ORM broker needs nothing installed; REDIS_URL moves the queue to Redis.
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -181,6 +181,7 @@ class SyncRun(models.Model):
         PARTIAL = "partial", "Partial"
         FAILED = "failed", "Failed"
         SKIPPED_LOCKED = "skipped_locked", "Skipped: another run holds the lock"
+        SKIPPED_PAUSED = "skipped_paused", "Skipped: the connection is paused"
         STOPPED_BUDGET = "stopped_budget", "Stopped: API budget"
         ABANDONED = "abandoned", "Abandoned: the worker stopped without finishing"
 
@@ -295,3 +296,4 @@ class RecordError(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code} on {self.record}"
+

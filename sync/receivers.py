@@ -29,3 +29,10 @@ def on_stage_merging(sender, *, source, target, acting_user=None, **kwargs) -> i
 def on_mappings_changed_requeue(sender, *, field_mapping_ids, **kwargs) -> None:
     """An outbound value set or fixed may cure errors that were waiting for a person."""
     records_requeue_failed(field_mapping_ids=list(field_mapping_ids or []))
+
+
+def on_picklist_refresh_saved(sender, instance, **kwargs) -> None:
+    """A refresh started from the mappings side (its admin, commands) is a run here too."""
+    from sync.services.refresh import refresh_record_run
+
+    refresh_record_run(refresh=instance)

@@ -41,7 +41,15 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from connections.salesforce import ApiBudgetExhausted, ApiLimitExceeded, SalesforceError
+from connections.models import Connection
+from connections.salesforce import (
+    ERR_PAUSED,
+    ApiBudgetExhausted,
+    ApiLimitExceeded,
+    ConnectionPaused,
+    SalesforceError,
+)
+from connections.services import connection_record_success
 from sync.models import SyncLease, SyncRun
 
 logger = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ LEASE_HELD = "Skipped: another {kind} run on this connection holds the lease unt
 LEASE_LOST = "The lease expired and another run took it over; this run stopped."
 BUDGET_STOPPED = "Stopped: API budget ({reason}). The cursor is kept; the next run resumes."
 RUN_ABANDONED = "The worker stopped without finishing."
+# Kinds that call Salesforce: a paused connection records them as skipped, not failed.
+SALESFORCE_KINDS = (SyncRun.Kind.REFRESH, SyncRun.Kind.DELTA, SyncRun.Kind.FULL, SyncRun.Kind.PUSH)
 # A heartbeat stuck longer than this on a database lock is left behind (it is a daemon).
 HEARTBEAT_JOIN_SECONDS = 60
 
@@ -316,6 +326,17 @@ def _heartbeat_kept(handle: RunLease) -> Iterator[None]:
         handle.heartbeat.stop()
 
 
+def _paused(connection) -> bool:
+    return Connection.objects.filter(pk=connection.pk, status=Connection.Status.PAUSED).exists()
+
+
+def _skipped_paused(run: SyncRun, connection, lease_kind: str) -> RunLease:
+    """The run of a paused connection: recorded as skipped (not failed), no lease taken."""
+    run_finish(run=run, status=SyncRun.Status.SKIPPED_PAUSED, error=ERR_PAUSED)
+    return RunLease(run=run, connection=connection, lease_kind=lease_kind, holder="",
+                    acquired=False)
+
+
 @contextmanager
 def run_lease(
     connection,
@@ -328,7 +349,8 @@ def run_lease(
 ) -> Iterator[RunLease]:
     """Create a SyncRun, hold the (connection, lease_kind) lease while the body runs, finish it.
 
-    When the lease is held and unexpired the run is saved as `skipped_locked` and the body gets
+    When the lease is held and unexpired the run is saved as `skipped_locked` (on a paused
+    connection, a run that calls Salesforce as `skipped_paused`) and the body gets
     `lease.acquired == False` (it must return without working).
     """
     lease_kind = lease_kind or kind
@@ -339,6 +361,9 @@ def run_lease(
         object_name=object_name,
         dry_run=dry_run,
     )
+    if kind in SALESFORCE_KINDS and _paused(connection):
+        yield _skipped_paused(run, connection, lease_kind)
+        return
     holder = _holder_name()
     acquired = lease_acquire(connection=connection, kind=lease_kind, holder=holder, run=run)
     handle = RunLease(
@@ -365,6 +390,9 @@ def run_lease(
             status=SyncRun.Status.STOPPED_BUDGET,
             error=BUDGET_STOPPED.format(reason=reason) + f" {exc.message}".rstrip(),
         )
+    except ConnectionPaused:
+        handle._sync_api_calls()
+        run_finish(run=run, status=SyncRun.Status.SKIPPED_PAUSED, error=ERR_PAUSED)
     except (SalesforceError, LeaseLost) as exc:
         handle._sync_api_calls()
         code = getattr(exc, "code", "")
@@ -382,5 +410,7 @@ def run_lease(
     else:
         handle._sync_api_calls()
         run_finish(run=run)
+        if run.api_calls and run.status in (SyncRun.Status.OK, SyncRun.Status.PARTIAL):
+            connection_record_success(connection=connection)
     finally:
         lease_release(connection=connection, kind=lease_kind, holder=holder)
