@@ -10,6 +10,7 @@ from django.utils.html import escape
 from connections.salesforce import SalesforceError
 from mappings.models import FieldMapping, PicklistValue, Stage
 from mappings.services.fields import (
+    UPDATABLE_OPTIONS,
     field_mapping_placeholder_error,
     field_name_validator,
     object_name_validator,
@@ -138,21 +139,7 @@ class FieldMappingForm(forms.ModelForm):
 
     class Meta:
         model = FieldMapping
-        fields = [
-            "connection",
-            "object_name",
-            "field_name",
-            "direction",
-            "active",
-            "skip_empty_inbound",
-            "skip_empty_outbound",
-            "empty_placeholder_stage",
-            "external_placeholder_value",
-            "conflict_policy",
-            "forward_only",
-            "one_to_one",
-            "mirror",
-        ]
+        fields = ["connection", "object_name", "field_name", *UPDATABLE_OPTIONS]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

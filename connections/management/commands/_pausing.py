@@ -2,12 +2,12 @@
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from connections import selectors
+from connections.management.commands._common import ERR_MISSING, connection_named
 from connections.models import Connection
 
-ERR_MISSING = "No connection named {name!r}."
+__all__ = ["ERR_MISSING", "PauseCommand"]
 
 
 class PauseCommand(BaseCommand):
@@ -26,10 +26,7 @@ class PauseCommand(BaseCommand):
 
     def handle(self, *args, **options):
         name = options["name"]
-        try:
-            connection = selectors.connection_get(name=name)
-        except Connection.DoesNotExist:
-            raise CommandError(ERR_MISSING.format(name=name), returncode=1) from None
+        connection = connection_named(name)
         message = self.msg_nothing
         if connection.is_paused != self.wanted_paused:
             connection = self.change(connection)

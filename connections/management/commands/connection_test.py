@@ -5,10 +5,11 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from connections import selectors, services
-from connections.models import Connection
+from connections.management.commands._common import ERR_MISSING, connection_named
 from connections.salesforce import SalesforceError
 
-ERR_MISSING = "No connection named {name!r}."
+__all__ = ["ERR_FAILED", "ERR_MISSING", "Command"]
+
 ERR_FAILED = "Connection test failed for {name!r}: {reason}"
 
 
@@ -21,10 +22,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         name = options["name"]
-        try:
-            connection = selectors.connection_get(name=name)
-        except Connection.DoesNotExist:
-            raise CommandError(ERR_MISSING.format(name=name), returncode=1) from None
+        connection = connection_named(name)
         try:
             identity = services.connection_test(connection=connection)
         except SalesforceError as exc:
