@@ -69,3 +69,16 @@ def connection_summary(*, connection: Connection) -> dict[str, Any]:
         "replication_start_date": iso(connection.replication_start_date),
         "secrets": connection_secret_status(connection=connection),
     }
+
+
+def connection_secret_values(*, connection: Connection) -> list[str]:
+    """The stored secrets and cached token, for redacting text that leaves stagemap (alerts);
+    an unreadable store gives none."""
+    values = []
+    for ciphertext in (connection.secrets_ciphertext, connection.token_ciphertext):
+        try:
+            stored = crypto.decrypt_json(ciphertext)
+        except crypto.SecretsUnreadable:
+            continue
+        values += [str(value) for value in stored.values() if value]
+    return values

@@ -149,6 +149,16 @@ vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="stagemap@localhost")
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 ADMINS = [("stagemap admins", addr) for addr in env.list("ADMIN_EMAILS", default=[])]
+EMAIL_SUBJECT_PREFIX = env.str("EMAIL_SUBJECT_PREFIX", default="[stagemap] ")
+# A mail server that hangs must not hold a sync run (alerts are sent as a run ends).
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+# The address alert mails link to; production defaults to the first allowed host over https.
+_SITE_HOST = next((host for host in ALLOWED_HOSTS if host and "*" not in host), "")
+STAGEMAP_SITE_URL = env.str(
+    "STAGEMAP_SITE_URL",
+    default=f"https://{_SITE_HOST.lstrip('.')}" if PRODUCTION and _SITE_HOST
+    else "http://127.0.0.1:8000",
+).rstrip("/")
 
 # django-import-export: importing needs the model's own "import" permission
 # (e.g. mappings.import_picklistvalue), not just "change".

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from connections.models import Connection
 from mappings.models import FieldMapping, PicklistValue
-from sync.models import RecordError, SyncedRecord, SyncRun
+from sync.models import ConnectionAlert, RecordError, SyncedRecord, SyncRun
 
 PROBLEM_STATUS = "Connection status is “{status}”: {error}"
 PROBLEM_RUN = "Last {kind} ended “{status}”: {error}"
@@ -71,6 +71,14 @@ class ConnectionHealth:
         return not self.problems
 
     @property
+    def alert(self) -> ConnectionAlert | None:
+        """What the admins were last told (sync.services.alerts); None before the first check."""
+        try:
+            return self.connection.alert
+        except ConnectionAlert.DoesNotExist:
+            return None
+
+    @property
     def api_usage(self) -> dict | None:
         """Usage Salesforce last reported against the connection's budget; None until read."""
         connection = self.connection
@@ -111,6 +119,10 @@ class ConnectionHealth:
             "problems": self.problems,
             "notes": self.notes,
             "api_usage": usage,
+            "alert": None if (alert := self.alert) is None else {
+                "healthy": alert.healthy, "since": _iso(alert.since),
+                "mailed_at": _iso(alert.notified_at) if alert.mailed else None,
+            },
             "records": self.records,
             "pending": self.pending,
             "failed": self.failed,
@@ -218,7 +230,7 @@ def _push_error_annotations(records) -> dict:
 
 def connections_health(*, connection: Connection | None = None) -> list[ConnectionHealth]:
     """One row per connection, in a constant number of queries."""
-    connections = Connection.objects.order_by("name")
+    connections = Connection.objects.select_related("alert").order_by("name")
     if connection is not None:
         connections = connections.filter(pk=connection.pk)
     return [_health(row) for row in _annotated(connections)]

@@ -297,3 +297,28 @@ class RecordError(models.Model):
     def __str__(self) -> str:
         return f"{self.code} on {self.record}"
 
+
+
+class ConnectionAlert(models.Model):
+    """What the admins were last told about a connection's health: a mail goes out only when
+    `healthy` changes (sync.services.alerts), never once per run."""
+
+    connection = models.OneToOneField(
+        Connection, on_delete=models.CASCADE, primary_key=True, related_name="alert"
+    )
+    healthy = models.BooleanField(default=True)
+    # When the current state began, as stagemap first saw it.
+    since = models.DateTimeField()
+    problems = models.JSONField(default=list, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    notified_count = models.PositiveIntegerField(default=0)
+    checked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        state = "healthy" if self.healthy else "unhealthy"
+        return f"{self.connection} {state} since {self.since:%Y-%m-%d %H:%M}"
+
+    @property
+    def mailed(self) -> bool:
+        """Whether the admins heard of the current state."""
+        return bool(self.notified_at and self.notified_at >= self.since)

@@ -101,6 +101,14 @@ def task_retention() -> dict:
     return {"runs_deleted": result.runs_deleted, "errors_deleted": result.errors_deleted}
 
 
+def task_alerts() -> list[dict]:
+    # Runs mail as they end; this catches what only time or a person changes (a sync gone
+    # stale, a value mapped, a failed push resolved).
+    from sync.services.alerts import alerts_check
+
+    return [check.as_dict() for check in alerts_check() if check.transition]
+
+
 def enqueue_inbound(connection_id: int, *, full: bool = False, trigger: str = "admin") -> str:
     return async_task("sync.tasks.task_delta", connection_id, trigger, full, group="inbound")
 

@@ -22,7 +22,7 @@ VIEW_PERMISSION = "connections.view_connection"
 ROW_KEYS = (
     "connection", "status", "healthy", "problems", "notes", "api_usage", "records", "pending",
     "waiting_for_person", "retrying", "unmapped_records", "unmapped_values", "broken_fields",
-    "last_ok_inbound_at", "last_ok_refresh_at",
+    "last_ok_inbound_at", "last_ok_refresh_at", "alert",
 )
 
 

@@ -60,3 +60,20 @@ def test_q_cluster_uses_orm_broker_by_default_and_redis_when_configured():
     assert plain.stdout.split() == ["default", "None", "True", "False"]
     redis = _run(["-c", code], REDIS_URL="redis://127.0.0.1:6379/3")
     assert redis.stdout.split() == ["None", "redis://127.0.0.1:6379/3", "True", "False"]
+
+
+def test_alert_links_point_at_the_production_host_unless_set():
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='stagemap_site.settings';"
+        "django.setup(); from django.conf import settings as s; print(s.STAGEMAP_SITE_URL)"
+    )
+    production = {
+        "DJANGO_ENV": "production",
+        "SECRET_KEY": "k3y-" + Fernet.generate_key().decode() * 2,
+        "STAGEMAP_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "ALLOWED_HOSTS": ".internal.example.com,*,stagemap.example.com",
+    }
+    assert _run(["-c", code], **production).stdout.strip() == "https://internal.example.com"
+    chosen = _run(["-c", code], **production, STAGEMAP_SITE_URL="https://ops.example.com/")
+    assert chosen.stdout.strip() == "https://ops.example.com"
+    assert _run(["-c", code]).stdout.strip() == "http://127.0.0.1:8000"

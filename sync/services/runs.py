@@ -51,6 +51,7 @@ from connections.salesforce import (
 )
 from connections.services import connection_record_success
 from sync.models import SyncLease, SyncRun
+from sync.services.alerts import alerts_after_run
 
 logger = logging.getLogger(__name__)
 
@@ -414,3 +415,5 @@ def run_lease(
             connection_record_success(connection=connection)
     finally:
         lease_release(connection=connection, kind=lease_kind, holder=holder)
+        if not dry_run:
+            alerts_after_run(run=run)

@@ -17,8 +17,8 @@ def test_setup_schedules_is_idempotent_and_follows_settings(settings):
     call_command("setup_schedules", "--json", stdout=out)
 
     rows = json.loads(out.getvalue())
-    assert [row["created"] for row in rows] == [False] * 5
-    assert Schedule.objects.count() == 5
+    assert [row["created"] for row in rows] == [False] * 6
+    assert Schedule.objects.count() == 6
     delta = Schedule.objects.get(name="stagemap: delta sync")
     assert (delta.func, delta.minutes, delta.schedule_type, delta.repeats) == (
         "sync.tasks.schedule_delta_all", 7, Schedule.MINUTES, -1
@@ -28,5 +28,6 @@ def test_setup_schedules_is_idempotent_and_follows_settings(settings):
         "sync.tasks.schedule_delta_all",
         "sync.tasks.schedule_push_all",
         "sync.tasks.schedule_reconcile_all",
+        "sync.tasks.task_alerts",
         "sync.tasks.task_retention",
     }

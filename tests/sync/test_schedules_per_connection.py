@@ -361,14 +361,15 @@ def test_setup_schedules_twice_keeps_one_schedule_of_each(settings):
     second = StringIO()
     call_command("setup_schedules", "--json", stdout=second)
 
-    assert [row["created"] for row in json.loads(first.getvalue())] == [True] * 5
-    assert [row["created"] for row in json.loads(second.getvalue())] == [False] * 5
-    assert Schedule.objects.count() == 5
+    assert [row["created"] for row in json.loads(first.getvalue())] == [True] * 6
+    assert [row["created"] for row in json.loads(second.getvalue())] == [False] * 6
+    assert Schedule.objects.count() == 6
     assert dict(Schedule.objects.values_list("func", "minutes")) == {
         "sync.tasks.schedule_refresh_all": 60,
         "sync.tasks.schedule_delta_all": 1,
         "sync.tasks.schedule_push_all": 1,
         "sync.tasks.schedule_reconcile_all": 60,
+        "sync.tasks.task_alerts": 1,
         "sync.tasks.task_retention": 24 * 60,
     }
 

@@ -41,6 +41,11 @@ def schedule_definitions() -> list[dict]:
             "minutes": SLOW_TICK_MINUTES,
         },
         {
+            "name": "stagemap: alerts",
+            "func": "sync.tasks.task_alerts",
+            "minutes": tick,
+        },
+        {
             "name": "stagemap: retention",
             "func": "sync.tasks.task_retention",
             "minutes": RETENTION_MINUTES,
