@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: demo test lint install clean soak
+.PHONY: demo test lint install clean soak screenshots
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ soak: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) manage.py demo
+
+# The README's pictures, taken from a throwaway demo in Debian's Chromium (docs/screenshots.py).
+screenshots: $(STAMP)
+	$(PY) docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import F
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -16,9 +17,7 @@ from connections.admin import admin_object_or_404, admin_pk_or_404
 from mappings.forms import (
     AutomapForm,
     FieldMappingForm,
-    PicklistValueFormSet,
-    PicklistValueInlineForm,
-    StageChoiceField,
+    PicklistValueMappingForm,
     StageMergeForm,
 )
 from mappings.models import FieldMapping, PicklistRefresh, PicklistValue, Stage
@@ -26,7 +25,6 @@ from mappings.resources import PicklistValueMappingResource
 from mappings.selectors import (
     field_mappings_with_counts,
     mapping_history,
-    picklist_values_for_page,
     stages_for_choices,
 )
 from mappings.services.automap import field_mappings_automap
@@ -40,6 +38,9 @@ from mappings.services.values import (
     picklist_values_apply,
     picklist_values_check,
 )
+from stagemap_site.admin_display import relative_time, shortened
+
+MSG_VALUES_SAVED = "{count} value(s) mapped anew."
 
 # A refresh calls Salesforce: the same permission as the connection's refresh (a string, since
 # mappings does not import sync).
@@ -169,54 +170,11 @@ class StageAdmin(HistoryAdmin):
         stage_delete(stage=obj, acting_user=request.user)
 
 
-class PicklistValueInline(admin.TabularInline):
-    model = PicklistValue
-    form = PicklistValueInlineForm
-    formset = PicklistValueFormSet
-    template = "admin/mappings/fieldmapping/values_tabular.html"
-    fields = ["value", "label", "active", "converted", "records_count", "stage", "outbound"]
-    readonly_fields = ["value", "label", "active", "converted", "records_count"]
-    extra = 0
-    can_delete = False
-    verbose_name = "Salesforce value"
-    verbose_name_plural = "Salesforce values and their stages"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_queryset(self, request):
-        return picklist_values_for_page(super().get_queryset(request))
-
-    def get_formset(self, request, obj=None, **kwargs):
-        # The stages are read once per page, not once per row.
-        form = type(
-            "PicklistValueRowForm",
-            (self.form,),
-            {"stage": StageChoiceField(stages_for_choices(), label="Stage")},
-        )
-        return super().get_formset(request, obj, form=form, **kwargs)
-
-    @admin.display(description="Records")
-    def records_count(self, obj):
-        return getattr(obj, "n_records", 0)
-
-
 @admin.register(FieldMapping)
 class FieldMappingAdmin(HistoryAdmin):
     form = FieldMappingForm
-    inlines = [PicklistValueInline]
-    list_display = [
-        "__str__",
-        "direction",
-        "active",
-        "values_summary",
-        "unmapped_records",
-        "health",
-        "refreshed_at",
-    ]
+    # Few, short columns: the list fits a 1,280-pixel window; the rest is on the change page.
+    list_display = ["field", "direction", "values_summary", "state", "refreshed"]
     list_filter = ["connection", "object_name", "direction", "active"]
     search_fields = ["object_name", "field_name", "field_label", "connection__name"]
     list_select_related = ["connection"]
@@ -264,49 +222,59 @@ class FieldMappingAdmin(HistoryAdmin):
     def get_queryset(self, request):
         return field_mappings_with_counts(super().get_queryset(request))
 
-    @admin.display(description="Unmapped / values", ordering="n_unmapped")
+    @admin.display(description="Field", ordering="connection__name")
+    def field(self, obj):
+        return format_html(
+            '{}<br><span class="quiet">{}</span>',
+            shortened(f"{obj.object_name}.{obj.field_name}"),
+            obj.connection.name,
+        )
+
+    @admin.display(description="Unmapped", ordering="n_unmapped")
     def values_summary(self, obj):
         unmapped = getattr(obj, "n_unmapped", 0)
         text = f"{unmapped} / {getattr(obj, 'n_values', 0)}"
+        records = getattr(obj, "n_unmapped_records", 0)
         if unmapped:
-            return format_html('<strong style="color:#ba2121">{}</strong>', text)
-        return text
+            text = format_html('<strong style="color:#ba2121">{}</strong>', text)
+        return format_html(
+            "{} values<br>{} record{}", text, records, "" if records == 1 else "s"
+        )
 
-    @admin.display(description="Records with unmapped values", ordering="n_unmapped_records")
-    def unmapped_records(self, obj):
-        return getattr(obj, "n_unmapped_records", 0)
+    @admin.display(description="State", ordering="active")
+    def state(self, obj):
+        if obj.broken_reason:
+            return format_html(
+                '<strong style="color:#ba2121" title="{}">Broken</strong>', obj.broken_reason
+            )
+        return "Active" if obj.active else "Inactive"
 
-    @admin.display(description="Health", boolean=True)
-    def health(self, obj):
-        return not obj.broken_reason
+    @admin.display(description="Refreshed", ordering="refreshed_at")
+    def refreshed(self, obj):
+        return relative_time(obj.refreshed_at, empty="never")
 
     @admin.display(description="Record types")
     def record_type_names(self, obj):
         return ", ".join(sorted(obj.record_types.values())) or "—"
 
-    def save_model(self, request, obj, form, change):
-        # The value table's formset has checked one-to-one against the values after this save.
-        field_mapping_save(field_mapping=obj, acting_user=request.user, check_values=False)
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        # The value table reads the page's filter, search and page, and the stages once.
+        return type(form.__name__, (form,), {
+            "values_query": request.GET.copy(), "stages": stages_for_choices(),
+        })
 
-    def save_formset(self, request, form, formset, change):
-        if formset.model is not PicklistValue:
-            return super().save_formset(request, form, formset, change)
-        changes, changed_objects = {}, []
-        for row in formset.forms:
-            if row.instance.pk is None or not row.has_changed():
-                continue
-            changes[row.instance.pk] = MappingChange(
-                stage=row.cleaned_data.get("stage"),
-                outbound=bool(row.cleaned_data.get("outbound")),
-            )
-            changed_objects.append((row.instance, row.changed_data))
-        if changes:
-            picklist_values_apply(
-                field_mapping=form.instance, changes=changes, acting_user=request.user
-            )
-        # The admin's change message reads these, normally set by formset.save().
-        formset.new_objects, formset.deleted_objects = [], []
-        formset.changed_objects = changed_objects
+    def save_model(self, request, obj, form, change):
+        # The form has checked the rules over the values as this save leaves them.
+        with transaction.atomic():
+            field_mapping_save(field_mapping=obj, acting_user=request.user, check_values=False)
+            table = form.value_table
+            if table is not None and table.changes:
+                changed = picklist_values_apply(
+                    field_mapping=obj, changes=table.changes, acting_user=request.user
+                )
+                self.message_user(request, MSG_VALUES_SAVED.format(count=len(changed)),
+                                  messages.SUCCESS)
 
     def get_urls(self):
         def view(func, name):
@@ -424,7 +392,7 @@ class FieldMappingAdmin(HistoryAdmin):
         return TemplateResponse(request, "admin/mappings/fieldmapping/history.html", context)
 
 
-class PicklistValueAdminForm(PicklistValueInlineForm):
+class PicklistValueAdminForm(PicklistValueMappingForm):
     def clean(self):
         cleaned = super().clean()
         value = self.instance
@@ -441,25 +409,25 @@ class PicklistValueAdminForm(PicklistValueInlineForm):
         return cleaned
 
 
+class FieldMappingListFilter(admin.RelatedFieldListFilter):
+    """Choices named with their connection, read in one query rather than one per field."""
+
+    def field_choices(self, field, request, model_admin):
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        mappings = FieldMapping.objects.select_related("connection")
+        return [(m.pk, str(m)) for m in mappings.order_by(*ordering or FieldMapping._meta.ordering)]
+
+
 @admin.register(PicklistValue)
 class PicklistValueAdmin(ImportExportModelAdmin, HistoryAdmin):
     """Values come from Salesforce: only their stage and outbound flag are edited here."""
 
     form = PicklistValueAdminForm
     resource_classes = [PicklistValueMappingResource]
-    list_display = [
-        "value",
-        "label",
-        "field_mapping",
-        "stage",
-        "outbound",
-        "active",
-        "converted",
-        "removed_at",
-    ]
+    list_display = ["value_column", "field_column", "stage", "outbound", "status_column"]
     list_filter = [
         "field_mapping__connection",
-        "field_mapping",
+        ("field_mapping", FieldMappingListFilter),
         "stage",
         "outbound",
         "active",
@@ -497,6 +465,26 @@ class PicklistValueAdmin(ImportExportModelAdmin, HistoryAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="Value", ordering="value")
+    def value_column(self, obj):
+        if obj.label and obj.label != obj.value:
+            return format_html(
+                '{}<br><span class="quiet">{}</span>', shortened(obj.value), shortened(obj.label)
+            )
+        return shortened(obj.value)
+
+    @admin.display(description="Field", ordering="field_mapping")
+    def field_column(self, obj):
+        return shortened(str(obj.field_mapping))
+
+    @admin.display(description="Status", ordering="removed_at")
+    def status_column(self, obj):
+        if obj.removed_at is not None:
+            state = format_html("Removed {}", relative_time(obj.removed_at))
+        else:
+            state = "Active" if obj.active else "Inactive"
+        return format_html("{}, converted", state) if obj.converted else state
+
     def save_model(self, request, obj, form, change):
         picklist_values_apply(
             field_mapping=obj.field_mapping,
@@ -509,18 +497,9 @@ class PicklistValueAdmin(ImportExportModelAdmin, HistoryAdmin):
 class PicklistRefreshAdmin(admin.ModelAdmin):
     """Written by the refresh service only."""
 
-    list_display = [
-        "started_at",
-        "connection",
-        "status",
-        "added",
-        "updated",
-        "removed",
-        "restored",
-        "broken",
-        "api_calls",
-    ]
+    list_display = ["started", "connection", "status", "changes_summary", "api_calls"]
     list_filter = ["connection", "status"]
+    list_select_related = ["connection"]
     date_hierarchy = "started_at"
 
     def get_readonly_fields(self, request, obj=None):
@@ -535,3 +514,13 @@ class PicklistRefreshAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         # An audit row: only a superuser deletes it (also when it would cascade).
         return request.user.is_superuser
+
+    @admin.display(description="Started", ordering="started_at")
+    def started(self, obj):
+        return relative_time(obj.started_at)
+
+    @admin.display(description="Changes")
+    def changes_summary(self, obj):
+        counts = [(obj.added, "new"), (obj.updated, "updated"), (obj.removed, "removed"),
+                  (obj.restored, "back"), (obj.broken, "broken")]
+        return ", ".join(f"{count} {label}" for count, label in counts if count) or "none"

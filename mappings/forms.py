@@ -1,14 +1,19 @@
-"""Admin forms: the field mapping, its inline value table (with the shared rules) and merges."""
+"""Admin forms: the field mapping with its paged value table, one value's mapping, merges."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from urllib.parse import urlencode
+
 from django import forms
 from django.core.exceptions import ValidationError
-from django.forms.models import BaseInlineFormSet
 from django.utils.html import escape
 
 from connections.salesforce import SalesforceError
 from mappings.models import FieldMapping, PicklistValue, Stage
+from mappings.selectors import VALUE_FILTERS, ValuesPage, picklist_values_page
 from mappings.services.fields import (
     UPDATABLE_OPTIONS,
     field_mapping_placeholder_error,
@@ -17,121 +22,210 @@ from mappings.services.fields import (
     picklist_field_check,
     picklist_fields_describe,
 )
-from mappings.services.values import ValueState, inbound_placeholder, mapping_errors
+from mappings.services.values import MappingChange, picklist_values_check
 
-UNKNOWN_ROW = "This value is not one of this field's values."
-
-
-class StageChoiceField(forms.TypedChoiceField):
-    """A stage dropdown built from stages read once, so 500 rows cost no extra query."""
-
-    def __init__(self, stages: list[Stage], **kwargs):
-        by_pk = {str(stage.pk): stage for stage in stages}
-
-        def coerce(pk):
-            return by_pk[str(pk)]
-
-        choices = [("", "— unmapped —")] + [
-            (str(stage.pk), stage.name if stage.active else f"{stage.name} (inactive)")
-            for stage in stages
-        ]
-        kwargs.setdefault("required", False)
-        super().__init__(choices=choices, coerce=coerce, empty_value=None, **kwargs)
+UNKNOWN_ROW = "A posted row is not one of this field's values: reload the page."
+UNKNOWN_STAGE = "No such stage: reload the page."
+CHANGED_MEANWHILE = (
+    "Someone changed this value since the page was opened (now: {now}); nothing was saved. "
+    "Check it and save again."
+)
+ERR_TOO_MANY_ROWS = "A save takes at most {limit} rows at once."
+OFF_PAGE_ERROR = "“{value}”: {message}"
+ERR_VALUE_RULES = "Some values break a mapping rule: see the messages next to their rows."
+POSTED_ROW = re.compile(r"^v-(\d{1,18})-was$")
+MAX_POSTED_ROWS = 300
 
 
-class KnownInstanceField(forms.Field):
-    """The hidden primary key of a row, checked against the row's own instance (no query)."""
+class PicklistValueMappingForm(forms.ModelForm):
+    """One value's stage and outbound flag (its own change page); the rules across the field's
+    values are the service's (picklist_values_check)."""
 
-    widget = forms.HiddenInput
-
-    def __init__(self, instance, **kwargs):
-        self.instance = instance
-        kwargs.setdefault("required", False)
-        super().__init__(**kwargs)
-
-    def to_python(self, value):
-        if value in self.empty_values:
-            return None
-        if self.instance is not None and str(self.instance.pk) == str(value):
-            return self.instance
-        raise ValidationError(UNKNOWN_ROW, code="invalid_choice")
-
-
-class PicklistValueInlineForm(forms.ModelForm):
     class Meta:
         model = PicklistValue
         fields = ["stage", "outbound"]
 
     def _get_validation_exclusions(self):
-        # The stage was checked against the stages read once; the formset checks the rules.
         exclusions = super()._get_validation_exclusions()
         exclusions.add("stage")
         return exclusions
 
     def validate_unique(self):
-        # Constraints span rows: PicklistValueFormSet.clean checks them for the whole table.
+        # Constraints span rows: the service checks them against the field's other values.
         pass
 
 
-class PicklistValueFormSet(BaseInlineFormSet):
-    """The value table of a field mapping; rules that span rows are checked in `clean`."""
+@dataclass
+class ValueRow:
+    """A row of the value table as shown: the stored value, what is selected, its errors."""
 
-    def add_fields(self, form, index):
-        super().add_fields(form, index)
-        pk_name = self.model._meta.pk.name
-        instance = None if form.instance._state.adding else form.instance
-        initial = form.fields[pk_name].initial
-        form.fields[pk_name] = KnownInstanceField(instance, initial=initial)
+    value: PicklistValue
+    stage_pk: str
+    outbound: bool
+    stage_errors: list[str] = field(default_factory=list)
+    outbound_errors: list[str] = field(default_factory=list)
 
-    def clean(self):
-        super().clean()
-        if any(form.errors for form in self.forms):
+    @property
+    def was(self) -> str:
+        return _state_token(self.value.stage_id, self.value.outbound)
+
+    @property
+    def errors(self) -> list[str]:
+        return [*self.stage_errors, *self.outbound_errors]
+
+
+def _state_token(stage_id, outbound: bool) -> str:
+    return f"{stage_id or ''}|{int(bool(outbound))}"
+
+
+class ValueTable:
+    """The mapping page's value table: one page of values, and the rows a save posted.
+
+    Rows post as `v-<id>-was` (the stage and flag the page showed), `v-<id>-stage` and
+    `v-<id>-outbound`; the page sends only rows that changed (and without JavaScript, its
+    page), so a field with thousands of values saves like one with ten. A row that someone
+    else changed since the page was shown is refused, not overwritten.
+    """
+
+    def __init__(self, *, field_mapping: FieldMapping, query, stages: list[Stage]):
+        self.field_mapping = field_mapping
+        self.query = query
+        self.stages = stages
+        self._stages_by_pk = {str(stage.pk): stage for stage in stages}
+        self.posted: dict[int, tuple[str, bool]] = {}
+        self.changes: dict[int, MappingChange] = {}
+        self.row_errors: dict[int, dict[str, list[str]]] = {}
+        self.errors: list[str] = []
+
+    @property
+    def stage_choices(self) -> list[tuple[str, str]]:
+        return [("", "— unmapped —")] + [
+            (str(stage.pk), stage.name if stage.active else f"{stage.name} (inactive)")
+            for stage in self.stages
+        ]
+
+    def read_post(self, data) -> None:
+        """Turn the posted rows into changes; errors of a row are kept next to it."""
+        pks = []
+        for key in data:
+            match = POSTED_ROW.match(key)
+            if match:
+                pks.append(int(match.group(1)))
+        if not pks:
             return
-        states, forms_by_key = [], {}
-        for form in self.forms:
-            value = form.instance
-            if value.pk is None:
+        if len(pks) > MAX_POSTED_ROWS:
+            self.errors.append(ERR_TOO_MANY_ROWS.format(limit=MAX_POSTED_ROWS))
+            return
+        values = {
+            value.pk: value
+            for value in PicklistValue.objects.filter(field_mapping=self.field_mapping,
+                                                      pk__in=pks)
+        }
+        if len(values) != len(set(pks)):
+            self.errors.append(UNKNOWN_ROW)
+            return
+        for pk in pks:
+            value = values[pk]
+            stage_pk = data.get(f"v-{pk}-stage", "")
+            outbound = bool(data.get(f"v-{pk}-outbound"))
+            self.posted[pk] = (stage_pk, outbound)
+            if stage_pk and stage_pk not in self._stages_by_pk:
+                self._row_error(pk, "stage", UNKNOWN_STAGE)
                 continue
-            original = self._originals.get(value.pk, (value.stage_id, value.outbound))
-            stage = form.cleaned_data.get("stage")
-            outbound = bool(form.cleaned_data.get("outbound"))
-            states.append(
-                ValueState(
-                    key=value.pk,
-                    value=value.value,
-                    active=value.active,
-                    removed=value.removed_at is not None,
-                    stage=stage,
-                    outbound=outbound,
-                    stage_changed=(stage.pk if stage else None) != original[0],
-                    outbound_changed=outbound != original[1],
-                )
-            )
-            forms_by_key[value.pk] = form
-        errors = mapping_errors(
-            states=states,
-            one_to_one=bool(self.instance.one_to_one),
-            inbound_placeholder=inbound_placeholder(self.instance),
-        )
-        for key, messages in errors.items():
-            form = forms_by_key[key]
-            for message in messages:
-                field = "outbound" if "outbound" in message.lower() else "stage"
-                form.add_error(field, message)
-        if errors:
-            raise ValidationError(
-                "Some values break a mapping rule: see the messages next to their rows.",
-                code="rules",
+            was = data.get(f"v-{pk}-was", "")
+            now = _state_token(value.stage_id, value.outbound)
+            if _state_token(stage_pk, outbound) == was:
+                continue
+            if was != now:
+                self._row_error(pk, "stage", CHANGED_MEANWHILE.format(
+                    now=value.stage.name if value.stage else "unmapped"
+                ))
+                continue
+            self.changes[pk] = MappingChange(
+                stage=self._stages_by_pk.get(stage_pk), outbound=outbound
             )
 
-    def _construct_form(self, i, **kwargs):
-        form = super()._construct_form(i, **kwargs)
-        if not hasattr(self, "_originals"):
-            self._originals = {}
-        if form.instance.pk is not None:
-            # Before the form's cleaning writes the posted values onto the instance.
-            self._originals[form.instance.pk] = (form.instance.stage_id, form.instance.outbound)
-        return form
+    def check_rules(self, field_mapping: FieldMapping) -> None:
+        """The mapping rules over the whole field as it will be (options as posted too)."""
+        errors = picklist_values_check(field_mapping=field_mapping, changes=self.changes)
+        if not errors:
+            return
+        names = dict(
+            PicklistValue.objects.filter(pk__in=[k for k in errors if k not in self.posted])
+            .values_list("pk", "value")
+        )
+        for pk, messages in errors.items():
+            for message in messages:
+                if pk in self.posted:
+                    self._row_error(pk, "outbound" if "outbound" in message.lower() else "stage",
+                                    message)
+                else:
+                    self.errors.append(OFF_PAGE_ERROR.format(value=names.get(pk, pk),
+                                                             message=message))
+
+    def _row_error(self, pk: int, column: str, message: str) -> None:
+        self.row_errors.setdefault(pk, {}).setdefault(column, []).append(message)
+
+    @property
+    def has_errors(self) -> bool:
+        return bool(self.errors or self.row_errors)
+
+    @cached_property
+    def page(self) -> ValuesPage:
+        try:
+            number = int(self.query.get("page", 1))
+        except (TypeError, ValueError):
+            number = 1
+        return picklist_values_page(
+            field_mapping=self.field_mapping,
+            show=self.query.get("values", "all"),
+            search=self.query.get("q", ""),
+            page=number,
+        )
+
+    @cached_property
+    def rows(self) -> list[ValueRow]:
+        rows = []
+        for value in self.page.rows:
+            stage_pk, outbound = self.posted.get(
+                value.pk, (str(value.stage_id or ""), value.outbound)
+            )
+            errors = self.row_errors.get(value.pk, {})
+            rows.append(ValueRow(value=value, stage_pk=stage_pk, outbound=outbound,
+                                 stage_errors=errors.get("stage", []),
+                                 outbound_errors=errors.get("outbound", [])))
+        return rows
+
+    def filters(self) -> list[dict]:
+        page = self.page
+        return [
+            {"key": key, "label": label, "count": page.counts[key], "selected": key == page.show,
+             "query": self._query(values=key, page=None)}
+            for key, (label, _rule) in VALUE_FILTERS.items()
+        ]
+
+    @property
+    def clear_query(self) -> str:
+        return self._query(q="", page=None)
+
+    def page_query(self, number: int) -> str:
+        return self._query(page=number)
+
+    @property
+    def previous_query(self) -> str:
+        return self.page_query(self.page.number - 1) if self.page.number > 1 else ""
+
+    @property
+    def next_query(self) -> str:
+        page = self.page
+        return self.page_query(page.number + 1) if page.number < page.pages else ""
+
+    def _query(self, **changes) -> str:
+        params = {"values": self.page.show, "q": self.page.search, "page": self.page.number}
+        params.update(changes)
+        return "?" + urlencode({k: v for k, v in params.items()
+                                if v not in (None, "") and not (k == "values" and v == "all")
+                                and not (k == "page" and v == 1)})
 
 
 class FieldMappingForm(forms.ModelForm):
@@ -140,6 +234,11 @@ class FieldMappingForm(forms.ModelForm):
     class Meta:
         model = FieldMapping
         fields = ["connection", "object_name", "field_name", *UPDATABLE_OPTIONS]
+
+    # Set by the admin per request: the page's query string (filter, search, page) and the
+    # stages read once for every row's dropdown.
+    values_query: dict = {}
+    stages: list = []
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -205,9 +304,27 @@ class FieldMappingForm(forms.ModelForm):
         error = field_mapping_placeholder_error(self.instance, cleaned)
         if error:
             self.add_error("external_placeholder_value", error)
-        # One-to-one over the values is checked by the value table's formset, against the
-        # values as they will be after this save (they may be fixed in the same submit).
         return cleaned
+
+    @cached_property
+    def value_table(self) -> ValueTable | None:
+        if self.instance.pk is None:
+            return None
+        return ValueTable(field_mapping=self.instance, query=self.values_query,
+                          stages=self.stages)
+
+    def _post_clean(self):
+        super()._post_clean()
+        table = self.value_table
+        if table is None or not self.is_bound:
+            return
+        table.read_post(self.data)
+        # The rules see the values and the options as they will be after this save: one-to-one
+        # switched on here may be satisfied by a row changed in the same submit.
+        if not self.errors and not table.has_errors:
+            table.check_rules(self.instance)
+        if table.has_errors:
+            self.add_error(None, [ERR_VALUE_RULES, *table.errors])
 
 
 class StageMergeForm(forms.Form):

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from connections.models import Connection
@@ -77,6 +88,81 @@ def picklist_values_for_page(queryset: QuerySet | None = None) -> QuerySet:
         .annotate(n_records=Count("records"))
         .order_by("field_mapping", F("removed_at").asc(nulls_first=True), "sort_order", "value")
     )
+
+
+VALUES_PER_PAGE = 100
+# The value table's filters: the query string's `values=` and what each shows.
+VALUE_FILTERS = {
+    "all": ("All", Q()),
+    "unmapped": ("Unmapped", Q(stage__isnull=True, removed_at__isnull=True)),
+    "mapped": ("Mapped", Q(stage__isnull=False, removed_at__isnull=True)),
+    "outbound": ("Outbound", Q(outbound=True)),
+    "removed": ("Inactive or removed", Q(active=False) | Q(removed_at__isnull=False)),
+}
+
+
+@dataclass
+class ValuesPage:
+    """One page of a field's value table: unmapped first, then Salesforce's order."""
+
+    rows: list[PicklistValue]
+    show: str
+    search: str
+    number: int
+    pages: int
+    matching: int
+    counts: dict[str, int]
+    per_page: int = VALUES_PER_PAGE
+
+
+def _records_count() -> Coalesce:
+    # Counted per row of the page only (a correlated subquery), not for the field's every value;
+    # mappings does not import sync, so the records' model comes from the reverse relation.
+    records = PicklistValue._meta.get_field("records").related_model
+    return Coalesce(
+        Subquery(
+            records.objects.filter(picklist_value=OuterRef("pk")).order_by()
+            .values("picklist_value").annotate(n=Count("pk")).values("n")[:1],
+            output_field=IntegerField(),
+        ),
+        Value(0),
+    )
+
+
+def picklist_values_page(
+    *, field_mapping: FieldMapping, show: str = "all", search: str = "", page: int = 1,
+    per_page: int = VALUES_PER_PAGE,
+) -> ValuesPage:
+    """The page of values the table shows, in three queries whatever the field's size: the
+    counts per filter, the rows (with their stage and records), and nothing per row."""
+    show = show if show in VALUE_FILTERS else "all"
+    search = search.strip()[:255]
+    values = PicklistValue.objects.filter(field_mapping=field_mapping)
+    counts = values.aggregate(
+        **{key: Count("pk", filter=rule) if rule else Count("pk")
+           for key, (_label, rule) in VALUE_FILTERS.items()}
+    )
+    matching = values.filter(VALUE_FILTERS[show][1])
+    if search:
+        matching = matching.filter(Q(value__icontains=search) | Q(label__icontains=search))
+    total = counts[show] if not search else matching.count()
+    pages = max(1, -(-total // per_page))
+    number = min(max(1, page), pages)
+    start = (number - 1) * per_page
+    rows = list(
+        matching.select_related("stage")
+        .annotate(
+            n_records=_records_count(),
+            live_unmapped=Case(
+                When(stage__isnull=True, removed_at__isnull=True, then=Value(0)),
+                default=Value(1),
+            ),
+        )
+        .order_by(F("removed_at").asc(nulls_first=True), "live_unmapped", "sort_order", "value")
+        [start:start + per_page]
+    )
+    return ValuesPage(rows=rows, show=show, search=search, number=number, pages=pages,
+                      matching=total, counts=counts, per_page=per_page)
 
 
 def stages_for_choices() -> list[Stage]:

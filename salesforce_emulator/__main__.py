@@ -1,11 +1,17 @@
-"""Command line: `python -m salesforce_emulator serve --data-dir DIR [--seed demo] [--size N]`."""
+"""Command line: `python -m salesforce_emulator serve --data-dir DIR [--seed demo] [--size N]`,
+and `python -m salesforce_emulator set --data-dir DIR Lead ID Status=VALUE` to change a record of
+the emulator serving DIR."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
+import ssl
 import sys
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from salesforce_emulator.seed import SEEDS
@@ -25,7 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--size", type=int, default=None, help="number of leads to generate")
     serve.add_argument("--token-ttl", type=float, default=7200, help="access token seconds")
     serve.add_argument("--api-limit", type=int, default=15000, help="daily API request limit")
+    change = commands.add_parser(
+        "set", help="change fields of a record in a running emulator (as a Salesforce user would)"
+    )
+    change.add_argument("--data-dir", type=Path, required=True,
+                        help="the data dir of the running emulator (its credentials.json)")
+    change.add_argument("sobject", help="e.g. Lead")
+    change.add_argument("record_id")
+    change.add_argument("assignments", nargs="+", metavar="FIELD=VALUE")
     args = parser.parse_args(argv)
+    if args.command == "set":
+        return _set(parser, args)
 
     server = EmulatorServer(args.data_dir, seed=args.seed, size=args.size, host=args.host,
                             port=args.port, token_ttl_seconds=args.token_ttl,
@@ -49,6 +65,41 @@ def main(argv: list[str] | None = None) -> int:
         pass
     server.stop()
     print("Emulator stopped; org saved.", flush=True)
+    return 0
+
+
+def _set(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """POST one update_record to the control endpoint of the emulator serving `--data-dir`."""
+    fields = {}
+    for assignment in args.assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            parser.error(f"{assignment!r} is not FIELD=VALUE")
+        fields[name] = value
+    try:
+        creds = json.loads((args.data_dir / "credentials.json").read_text())
+    except (OSError, ValueError) as exc:
+        print(f"No running emulator's credentials in {args.data_dir}: {exc}", file=sys.stderr)
+        return 1
+    body = json.dumps({"sobject": args.sobject, "record_id": args.record_id, "fields": fields})
+    request = urllib.request.Request(
+        f"{creds['instance_url']}/_emulator/update_record", data=body.encode(), method="POST",
+        headers={"Content-Type": "application/json",
+                 creds["control_header"]: creds["control_token"]},
+    )
+    context = ssl.create_default_context(cafile=creds["ca_path"])
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30):
+            pass
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        print(f"The emulator refused: {detail}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"The emulator at {creds['instance_url']} did not answer: {exc}", file=sys.stderr)
+        return 1
+    changes = ", ".join(f"{name} = {value!r}" for name, value in fields.items())
+    print(f"{args.sobject} {args.record_id}: {changes}")
     return 0
 
 

@@ -1,10 +1,20 @@
-"""The site app: admin site settings, the stagemap permission groups and the task guard."""
+"""The site app: the admin site, the stagemap permission groups and the task guard."""
 
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 from django.db.models.signals import post_migrate, post_save
 
 
+class StagemapAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with stagemap's site (INSTALLED_APPS names it instead)."""
+
+    # Not this module's default: "stagemap_site" in INSTALLED_APPS stays StagemapSiteConfig.
+    default = False
+    default_site = "stagemap_site.sites.StagemapAdminSite"
+
+
 class StagemapSiteConfig(AppConfig):
+    default = True
     name = "stagemap_site"
     verbose_name = "stagemap"
 

@@ -54,7 +54,7 @@ STAGEMAP_ENCRYPTION_KEYS = [
 ]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "stagemap_site.apps.StagemapAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -167,9 +167,8 @@ IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "import"
 # the mapping resource quotes formula cells itself (mappings.csv_cells) and its import undoes it.
 IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = False
 
-# The mapping page posts four fields per Salesforce value; Django's default of 1,000 fields
-# would refuse saving a field with a few hundred values.
-DATA_UPLOAD_MAX_NUMBER_FIELDS = env.int("DATA_UPLOAD_MAX_NUMBER_FIELDS", default=10000)
+# Django's default: the mapping page posts only the values that changed (a page at most).
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env.int("DATA_UPLOAD_MAX_NUMBER_FIELDS", default=1000)
 
 # The monitoring endpoint /health.json accepts "Authorization: Bearer <this>"; unset: staff only.
 STAGEMAP_HEALTH_TOKEN = env.str("STAGEMAP_HEALTH_TOKEN", default="")

@@ -1,16 +1,20 @@
 """The connection admin as sync sees it: refresh, sync, push buttons and the health view."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from connections.admin import ConnectionAdmin, admin_object_or_404
 from connections.models import Connection
+from stagemap_site.admin_display import relative_time
 from sync.admin_outbound import ConnectionOutboundMixin
+from sync.funnel import connection_funnel, connections_funnels
 from sync.health import connections_health
 from sync.models import SyncRun
 from sync.services.refresh import sync_run_refresh
@@ -26,7 +30,7 @@ SYNC_QUEUED = "{kind} queued for {names}; its progress shows under Sync runs."
 class ConnectionSyncAdmin(ConnectionOutboundMixin, ConnectionAdmin):
     change_form_template = "admin/sync/connection/change_form.html"
     change_list_template = "admin/sync/connection/change_list.html"
-    list_display = [*ConnectionAdmin.list_display, "last_sync", "pending_count", "failed_count"]
+    list_display = ["name", "status_column", "last_sync", "api_usage_column", "push_summary"]
     actions = [*ConnectionAdmin.actions, "refresh_now", "sync_now", "push_now"]
 
     def get_queryset(self, request):
@@ -43,7 +47,7 @@ class ConnectionSyncAdmin(ConnectionOutboundMixin, ConnectionAdmin):
         if not getattr(obj, "last_sync_at", None):
             return "never"
         status = SyncRun.Status(obj.last_sync_status).label
-        return f"{obj.last_sync_at:%Y-%m-%d %H:%M} · {status}"
+        return format_html("{} · {}", relative_time(obj.last_sync_at), status)
 
     def get_urls(self):
         info = self.model._meta.app_label, self.model._meta.model_name
@@ -59,6 +63,9 @@ class ConnectionSyncAdmin(ConnectionOutboundMixin, ConnectionAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}),
                          "has_run_sync_permission": self.has_run_sync_permission(request)}
+        connection = self.get_object(request, unquote(object_id))
+        if connection is not None and self.has_view_or_change_permission(request, connection):
+            extra_context["funnel"] = connection_funnel(connection=connection)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def _refresh(self, request, connection: Connection) -> None:
@@ -119,6 +126,10 @@ class ConnectionSyncAdmin(ConnectionOutboundMixin, ConnectionAdmin):
             "title": "Health",
             "opts": self.model._meta,
             "rows": rows,
+            "rows_with_funnels": list(zip(
+                rows, connections_funnels(connections=[row.connection for row in rows]),
+                strict=True,
+            )),
             "problem_count": sum(len(row.problems) for row in rows),
         }
         return TemplateResponse(request, "admin/sync/health.html", context)

@@ -12,10 +12,12 @@ from django.db.models.functions import Coalesce
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from connections.admin import admin_object_or_404
 from mappings.models import Stage
+from stagemap_site.admin_display import relative_time, shortened
 from sync.models import RecordError, SyncedRecord
 from sync.services import outbound
 from sync.services.record_stage import (
@@ -187,17 +189,10 @@ class SyncedRecordOutboundMixin:
 class RecordErrorAdmin(admin.ModelAdmin):
     """Per-record push errors: written by the push only, so read-only apart from retrying."""
 
-    list_display = [
-        "record_link",
-        "object_field",
-        "code",
-        "message_short",
-        "kind",
-        "attempts",
-        "next_retry_at",
-        "resolved",
-        "updated_at",
-    ]
+    # Few, short columns: the list fits a 1,280-pixel window; the rest is on the change page.
+    list_display = ["error", "record_link", "object_field", "state", "updated"]
+    # The error and record columns are links of their own.
+    list_display_links = None
     list_filter = ["resolved", "kind", "code", "record__connection", "record__object_name"]
     search_fields = ["record__sf_id", "record__name", "code", "message"]
     list_select_related = ["record", "field_mapping", "run"]
@@ -234,23 +229,45 @@ class RecordErrorAdmin(admin.ModelAdmin):
     def has_retry_permission(self, request) -> bool:
         return request.user.has_perm("sync.change_syncedrecord")
 
+    @admin.display(description="Error", ordering="code")
+    def error(self, obj) -> str:
+        url = reverse("admin:sync_recorderror_change", args=[obj.pk])
+        return format_html(
+            '<a href="{}">{}</a><br>{}', url, shortened(obj.code, 40), self.message_short(obj)
+        )
+
     @admin.display(description="Record", ordering="record__sf_id")
     def record_link(self, obj) -> str:
-        from django.utils.html import format_html
-
         url = reverse("admin:sync_syncedrecord_change", args=[obj.record_id])
-        name = f" · {obj.record.name}" if obj.record.name else ""
-        return format_html('<a href="{}">{}{}</a>', url, obj.record.sf_id, name)
+        return format_html(
+            '<a href="{}">{}</a><br><span class="quiet">{}</span>',
+            url, obj.record.sf_id, shortened(obj.record.name, 40),
+        )
 
     @admin.display(description="Field")
     def object_field(self, obj) -> str:
         if obj.field_mapping is None:
             return obj.record.object_name
-        return f"{obj.field_mapping.object_name}.{obj.field_mapping.field_name}"
+        return shortened(f"{obj.field_mapping.object_name}.{obj.field_mapping.field_name}")
 
     @admin.display(description="Message")
     def message_short(self, obj) -> str:
-        return obj.message if len(obj.message) <= 120 else obj.message[:117] + "…"
+        return shortened(obj.message, 80)
+
+    @admin.display(description="State", ordering="next_retry_at")
+    def state(self, obj) -> str:
+        if obj.resolved:
+            return format_html("Resolved {}", relative_time(obj.resolved_at, empty=""))
+        kind = "retried" if obj.kind == RecordError.Kind.TRANSIENT else "needs a person"
+        if obj.next_retry_at is None:
+            return f"Attempt {obj.attempts}, {kind}"
+        return format_html(
+            "Attempt {}, {}<br>next retry {}", obj.attempts, kind, relative_time(obj.next_retry_at)
+        )
+
+    @admin.display(description="Updated", ordering="updated_at")
+    def updated(self, obj) -> str:
+        return relative_time(obj.updated_at)
 
     @admin.action(description="Retry now", permissions=["retry"])
     def retry_now(self, request, queryset):
@@ -296,6 +313,10 @@ class ConnectionOutboundMixin:
     @admin.display(description="Push failed", ordering="failed_count")
     def failed_count(self, obj) -> int:
         return getattr(obj, "failed_count", 0)
+
+    @admin.display(description="Push", ordering="failed_count")
+    def push_summary(self, obj) -> str:
+        return f"{self.pending_count(obj)} pending, {self.failed_count(obj)} failed"
 
     def has_run_sync_permission(self, request) -> bool:
         return request.user.has_perm("sync.run_sync")

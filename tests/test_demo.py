@@ -37,3 +37,30 @@ def test_demo_sets_up_a_connected_mapped_and_synced_org(tmp_path, monkeypatch, s
     assert "password 'demo-secret-pw'" in text
     assert "Full sync of Lead: OK" in text
     assert (tmp_path / "ca.pem").exists()
+    assert "What to try, signed in as 'admin'" in text
+    assert f"salesforce_emulator set --data-dir {tmp_path} Lead 00Q" in text
+
+
+@pytest.mark.django_db
+def test_the_printed_command_changes_a_lead_that_the_next_sync_moves(emulator, settings):
+    from salesforce_emulator.__main__ import main
+    from stagemap_site.management.commands.demo import demo_tips
+    from sync.services.inbound import sync_run_inbound
+    from tests.sync.factories import emulator_connection, lead_status_mapping
+
+    settings.STAGEMAP_SYNC_OPPORTUNITIES = False
+    connection = emulator_connection(emulator, settings)
+    lead_status_mapping(connection, unmapped=("MQL",))
+    sync_run_inbound(connection=connection, object_name="Lead")
+
+    tips = demo_tips(connection=connection, data_dir=emulator.data_dir)
+    assert "Unmapped (1)" in tips.text and tips.lead_id in tips.text
+    record = SyncedRecord.objects.get(connection=connection, sf_id=tips.lead_id)
+    assert record.stage.key != tips.stage_key == "lost"
+
+    assert tips.command[1:4] == ["-m", "salesforce_emulator", "set"]
+    assert main(tips.command[3:]) == 0
+    sync_run_inbound(connection=connection, object_name="Lead")
+
+    record.refresh_from_db()
+    assert (record.raw_value, record.stage.key) == (tips.status, "lost")

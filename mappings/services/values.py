@@ -116,14 +116,24 @@ class MappingChange:
     outbound: bool
 
 
+STATE_COLUMNS = ("pk", "value", "active", "removed_at", "stage_id", "outbound")
+
+
 def _states(
     field_mapping: FieldMapping, changes: dict[int, MappingChange], *, lock: bool
 ) -> tuple[dict[int, PicklistValue], list[ValueState]]:
-    queryset = PicklistValue.objects.select_related("stage").filter(field_mapping=field_mapping)
+    """The field's every value as it would be after `changes`, and the changed values loaded.
+
+    Read as tuples (a field may have thousands of values); only the values that change become
+    model instances. With `lock`, every value row is locked, so two saves check the rules one
+    after the other.
+    """
+    queryset = PicklistValue.objects.filter(field_mapping=field_mapping)
     if lock:
-        queryset = queryset.select_for_update(of=("self",))
-    values = {value.pk: value for value in queryset}
-    unknown = [pk for pk in changes if pk not in values]
+        queryset = queryset.select_for_update()
+    rows = list(queryset.values_list(*STATE_COLUMNS))
+    known = {row[0] for row in rows}
+    unknown = [pk for pk in changes if pk not in known]
     if unknown:
         raise ValidationError(
             [
@@ -131,23 +141,30 @@ def _states(
                 for pk in unknown
             ]
         )
+    stages = {stage.pk: stage for stage in Stage.objects.all()}
     states = []
-    for pk, value in values.items():
+    for pk, text, active, removed_at, stage_id, outbound_now in rows:
+        current = stages.get(stage_id)
         change = changes.get(pk)
-        stage = change.stage if change else value.stage
-        outbound = change.outbound if change else value.outbound
+        stage = change.stage if change else current
+        outbound = change.outbound if change else outbound_now
         states.append(
             ValueState(
                 key=pk,
-                value=value.value,
-                active=value.active,
-                removed=value.removed_at is not None,
+                value=text,
+                active=active,
+                removed=removed_at is not None,
                 stage=stage,
                 outbound=outbound,
-                stage_changed=change is not None and stage != value.stage,
-                outbound_changed=change is not None and outbound != value.outbound,
+                stage_changed=change is not None and stage != current,
+                outbound_changed=change is not None and outbound != outbound_now,
             )
         )
+    changed = [state.key for state in states if state.changed]
+    values = {
+        value.pk: value
+        for value in PicklistValue.objects.select_related("stage").filter(pk__in=changed)
+    } if changed else {}
     return values, states
 
 
@@ -178,7 +195,8 @@ def picklist_values_apply(
         inbound_placeholder=inbound_placeholder(field_mapping),
     )
     if errors:
-        raise MappingRuleError(errors, {pk: values[pk].value for pk in errors})
+        names = {state.key: state.value for state in states}
+        raise MappingRuleError(errors, {pk: names[pk] for pk in errors})
 
     changed = [state for state in states if state.changed]
     if not changed:

@@ -1,13 +1,16 @@
 """`make demo`: emulated org, migrate, connect, map, sync, and serve the admin."""
 
+import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -58,11 +61,14 @@ class Command(BaseCommand):
             connection = self._ensure_connection(creds, user)
             self._map_and_sync(connection, user)
             call_command("setup_schedules", stdout=self.stdout)
+            tips = demo_tips(connection=connection, data_dir=Path(data_dir))
             if no_serve:
+                self.stdout.write(tips.text)
                 return
             if not no_worker:
                 children.append(self._start_worker())
             self.stdout.write(self.style.SUCCESS(f"Admin: http://{addrport}/admin/"))
+            self.stdout.write(tips.text)
             call_command("runserver", addrport, use_reloader=False)
         finally:
             for child in reversed(children):
@@ -195,6 +201,66 @@ class Command(BaseCommand):
         return subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"], cwd=settings.BASE_DIR, env=os.environ.copy()
         )
+
+
+@dataclass
+class DemoTips:
+    text: str
+    # The lead the printed command changes, its value now and after, and the stage it moves to.
+    lead_id: str = ""
+    status: str = ""
+    stage_key: str = ""
+    command: list[str] = field(default_factory=list)
+
+
+TIPS = """
+What to try, signed in as '{user}':
+  1. Map the unmapped values: Field mappings → "{field}" → show "Unmapped ({unmapped})", choose a
+     stage for each, Save. Their records take the stage at once.
+  2. Move some records: Synced records → tick a few → action "Move to stage…". The push runs
+     within a minute; watch Sync runs, and Record errors if Salesforce refuses one.
+  3. Change a lead in the emulated org as a sales rep would, then press "Sync now" on the
+     connection and watch the lead follow:
+       {command}
+     Lead {lead} ({name}) moves from {old_stage} to {new_stage}.
+  Health (Connections → Health) shows what needs attention.
+"""
+
+
+def demo_tips(*, connection, data_dir: Path) -> DemoTips:
+    """What `make demo` suggests, with a real lead and a ready command that changes its Status
+    in the emulated org to a value mapped to another stage."""
+    from mappings.models import FieldMapping, PicklistValue
+    from sync.models import SyncedRecord
+
+    status = FieldMapping.objects.filter(connection=connection, object_name="Lead",
+                                         field_name="Status").first()
+    if status is None:
+        return DemoTips(text="")
+    unmapped = status.values.filter(stage__isnull=True, removed_at__isnull=True).count()
+    target = (PicklistValue.objects.filter(field_mapping=status, active=True, converted=False,
+                                           removed_at__isnull=True, stage__active=True,
+                                           stage__key="lost")
+              .select_related("stage").first())
+    lead = (SyncedRecord.objects.filter(connection=connection, object_name="Lead",
+                                        is_deleted=False, is_converted=False,
+                                        stage__isnull=False)
+            .exclude(stage__key="lost").select_related("stage").order_by("sf_id").first())
+    if target is None or lead is None:
+        return DemoTips(text=TIPS.split("  3.")[0].format(
+            user=DEMO_USERNAME, field=status, unmapped=unmapped))
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(Path.cwd())
+    command = [str(python), "-m", "salesforce_emulator", "set", "--data-dir", str(data_dir),
+               "Lead", lead.sf_id, f"Status={target.value}"]
+    text = TIPS.format(
+        user=DEMO_USERNAME, field=status, unmapped=unmapped, command=shlex.join(command),
+        lead=lead.sf_id, name=lead.name or "no name", old_stage=lead.stage.name,
+        new_stage=target.stage.name,
+    )
+    return DemoTips(text=text, lead_id=lead.sf_id, status=target.value,
+                    stage_key=target.stage.key, command=command)
 
 
 def _port_open(port: int) -> bool:
