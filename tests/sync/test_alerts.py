@@ -1,6 +1,7 @@
 """Alert mails: one when a connection turns unhealthy, one when it recovers, none while the state
 holds; to the stagemap admins with an address and ADMIN_EMAILS; no secret in them."""
 
+import datetime as dt
 import json
 import threading
 from datetime import timedelta
@@ -345,6 +346,9 @@ def test_health_page_and_json_show_when_the_admins_were_told(admin_client, mailo
 
     page = admin_client.get(reverse("admin:connections_connection_health")).content.decode()
     assert "Unhealthy since" in page and "admins e-mailed" in page
+    # Times read "… ago" with the exact UTC time on hover.
+    utc = state.since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f'title="{utc}">just now</time>' in page
     [row] = admin_client.get("/health.json").json()["connections"]
     assert row["alert"] == {
         "healthy": False, "since": state.since.isoformat(),
