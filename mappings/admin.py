@@ -4,10 +4,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import F
-from django.http import HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 from import_export.admin import ImportExportModelAdmin
 from simple_history.admin import SimpleHistoryAdmin
@@ -21,7 +22,7 @@ from mappings.forms import (
     StageMergeForm,
 )
 from mappings.models import FieldMapping, PicklistRefresh, PicklistValue, Stage
-from mappings.resources import PicklistValueMappingResource
+from mappings.resources import PicklistValueMappingResource, StageResource
 from mappings.selectors import (
     field_mappings_with_counts,
     mapping_history,
@@ -29,15 +30,18 @@ from mappings.selectors import (
 )
 from mappings.services.automap import field_mappings_automap
 from mappings.services.fields import field_mapping_save
+from mappings.services.mapping_import import PREVIEW_LIMIT, RECORDS_NOTE, picklist_values_import
 from mappings.services.merge import stage_merge
 from mappings.services.refresh import picklist_refresh
 from mappings.services.stages import stage_delete, stage_save, stage_set_active, stage_usage
+from mappings.services.transfer import mappings_export
 from mappings.services.values import (
     MappingChange,
     MappingRuleError,
     picklist_values_apply,
     picklist_values_check,
 )
+from mappings.uploads import ImportFileForm, upload_forget, upload_path, upload_store
 from stagemap_site.admin_display import relative_time, shortened
 
 MSG_VALUES_SAVED = "{count} value(s) mapped anew."
@@ -45,6 +49,16 @@ MSG_VALUES_SAVED = "{count} value(s) mapped anew."
 # A refresh calls Salesforce: the same permission as the connection's refresh (a string, since
 # mappings does not import sync).
 RUN_SYNC_PERMISSION = "sync.run_sync"
+# The mapping page's import writes picklist values: their import permission, and change.
+IMPORT_VALUES_PERMISSION = "mappings.import_picklistvalue"
+MSG_IMPORTED = (
+    "Imported {changed} change(s) from {file}: up to {records} stored record(s) change stage."
+)
+MSG_UPLOAD_GONE = "The uploaded file is no longer there: upload it again."
+CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
 
 
 class HistoryAdmin(SimpleHistoryAdmin):
@@ -71,7 +85,7 @@ class HistoryAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(Stage)
-class StageAdmin(HistoryAdmin):
+class StageAdmin(ImportExportModelAdmin, HistoryAdmin):
     list_display = ["name", "key", "order", "category", "active"]
     list_display_links = ["name"]
     list_editable = ["order"]
@@ -80,6 +94,14 @@ class StageAdmin(HistoryAdmin):
     prepopulated_fields = {"key": ["name"]}
     actions = ["activate", "deactivate", "delete_unused"]
     history_list_display = ["name", "order", "category", "active"]
+    resource_classes = [StageResource]
+
+    def has_import_permission(self, request):
+        # Stages have no import permission of their own: importing creates and changes them.
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def has_export_permission(self, request):
+        return self.has_view_or_change_permission(request)
 
     def get_urls(self):
         urls = [
@@ -288,6 +310,10 @@ class FieldMappingAdmin(HistoryAdmin):
             view(self.refresh_view, "refresh"),
             view(self.automap_view, "automap"),
             view(self.mapping_history_view, "mapping-history"),
+            view(self.export_csv_view, "export-csv"),
+            view(self.export_xlsx_view, "export-xlsx"),
+            view(self.import_view, "import"),
+            view(self.import_confirm_view, "import-confirm"),
         ] + super().get_urls()
 
     def _get_for(self, request, object_id, *, change: bool) -> FieldMapping:
@@ -390,6 +416,120 @@ class FieldMappingAdmin(HistoryAdmin):
             "entries": list(reversed(mapping_history(field_mapping=field_mapping))),
         }
         return TemplateResponse(request, "admin/mappings/fieldmapping/history.html", context)
+
+    def export_csv_view(self, request, object_id):
+        return self._export(request, object_id, "csv")
+
+    def export_xlsx_view(self, request, object_id):
+        return self._export(request, object_id, "xlsx")
+
+    def _export(self, request, object_id, file_format: str) -> HttpResponse:
+        field_mapping = self._get_for(request, object_id, change=False)
+        content = mappings_export(field_mapping=field_mapping, file_format=file_format)
+        response = HttpResponse(content, content_type=CONTENT_TYPES[file_format])
+        name = slugify(
+            f"{field_mapping.connection.name} {field_mapping.object_name} "
+            f"{field_mapping.field_name}"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{name}-mappings.{file_format}"'
+        return response
+
+    def has_values_import_permission(self, request, obj=None) -> bool:
+        return self.has_change_permission(request, obj) and request.user.has_perm(
+            IMPORT_VALUES_PERMISSION
+        )
+
+    def _import_target(self, request, object_id) -> FieldMapping:
+        # Permission first (403), then the id (404).
+        if not self.has_values_import_permission(request):
+            raise PermissionDenied
+        return admin_object_or_404(FieldMapping.objects.select_related("connection"), object_id)
+
+    def import_view(self, request, object_id):
+        """The upload form (GET) and the preview of an uploaded file (POST): nothing is saved."""
+        field_mapping = self._import_target(request, object_id)
+        form = ImportFileForm(request.POST or None, request.FILES or None)
+        if request.method != "POST" or not form.is_valid():
+            return self._import_page(request, field_mapping, form=form)
+        upload = form.cleaned_data["import_file"]
+        owner = f"{request.user.pk}-{field_mapping.pk}"
+        token, suffix = upload_store(upload=upload, owner=owner)
+        path = upload_path(owner=owner, token=token, suffix=suffix)
+        with open(path, "rb") as source:
+            outcome = picklist_values_import(
+                source=source,
+                name=upload.name,
+                field_mapping=field_mapping,
+                acting_user=request.user,
+                dry_run=True,
+            )
+        if not outcome.ok or not outcome.totals.get("changed"):
+            upload_forget(path)
+            token = ""
+        return self._import_page(
+            request, field_mapping, form=ImportFileForm(), outcome=outcome, token=token,
+            suffix=suffix, file_name=upload.name,
+        )
+
+    def import_confirm_view(self, request, object_id):
+        field_mapping = self._import_target(request, object_id)
+        return require_POST(self._import_confirm)(request, field_mapping)
+
+    def _import_confirm(self, request, field_mapping: FieldMapping):
+        path = upload_path(
+            owner=f"{request.user.pk}-{field_mapping.pk}",
+            token=request.POST.get("token", ""),
+            suffix=request.POST.get("suffix", ""),
+        )
+        if path is None:
+            self.message_user(request, MSG_UPLOAD_GONE, messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:mappings_fieldmapping_import", args=[field_mapping.pk])
+            )
+        file_name = request.POST.get("file_name", "") or path.name
+        try:
+            with open(path, "rb") as source:
+                outcome = picklist_values_import(
+                    source=source,
+                    name=file_name,
+                    field_mapping=field_mapping,
+                    acting_user=request.user,
+                    expected_digest=request.POST.get("digest", ""),
+                )
+        finally:
+            upload_forget(path)
+        if not outcome.applied:
+            return self._import_page(
+                request, field_mapping, form=ImportFileForm(), outcome=outcome,
+                file_name=file_name,
+            )
+        self.message_user(
+            request,
+            MSG_IMPORTED.format(
+                changed=outcome.totals["changed"], file=file_name,
+                records=outcome.totals["records"],
+            ),
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(self._change_url(field_mapping))
+
+    def _import_page(self, request, field_mapping, *, form, outcome=None, token="", suffix="",
+                     file_name=""):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": field_mapping,
+            "title": f"Import mappings of {field_mapping}",
+            "form": form,
+            "outcome": outcome,
+            "token": token,
+            "suffix": suffix,
+            "file_name": file_name,
+            "records_note": RECORDS_NOTE,
+            "preview_limit": PREVIEW_LIMIT,
+        }
+        template = "import_preview.html" if outcome is not None and outcome.ok else "import.html"
+        return TemplateResponse(request, f"admin/mappings/fieldmapping/{template}", context)
 
 
 class PicklistValueAdminForm(PicklistValueMappingForm):

@@ -11,16 +11,28 @@ from import_export.fields import Field
 
 from mappings.csv_cells import escape_cell, unescape_cell
 from mappings.models import PicklistValue, Stage
+from mappings.services.mapping_import import (
+    BAD_BOOLEAN,
+    FALSE,
+    OTHER_CONNECTION,
+    TRUE,
+    UNKNOWN_STAGE,
+    UNKNOWN_VALUE,
+)
+from mappings.services.stages import stage_save
 from mappings.services.values import MappingChange, MappingRuleError, picklist_values_apply
 
-UNKNOWN_STAGE = "Unknown stage key “{key}”."
-UNKNOWN_VALUE = (
-    "Salesforce has not reported the value “{value}” for {object}.{field} on connection "
-    "“{connection}”: run a picklist refresh, or fix the row."
-)
-OTHER_CONNECTION = "This row belongs to connection “{row}”, not “{connection}”."
+__all__ = [
+    "BAD_BOOLEAN",
+    "OTHER_CONNECTION",
+    "UNKNOWN_STAGE",
+    "UNKNOWN_VALUE",
+    "PicklistValueMappingResource",
+    "StageResource",
+]
+
 DUPLICATE_ROW = "The value “{value}” appears more than once in the file."
-BAD_BOOLEAN = "“{value}” is not a yes/no value for outbound (use 1 or 0)."
+DUPLICATE_STAGE_KEY = "The stage key “{key}” appears more than once in the file."
 
 COLUMNS = ("connection", "object", "field", "value", "label", "stage", "outbound")
 
@@ -48,8 +60,8 @@ class StageKeyWidget(widgets.Widget):
 
 
 class StrictBooleanWidget(widgets.BooleanWidget):
-    TRUE = {"1", "true", "yes", "y", "x"}
-    FALSE = {"0", "false", "no", "n", ""}
+    TRUE = TRUE
+    FALSE = FALSE
 
     def clean(self, value, row=None, **kwargs):
         if isinstance(value, bool):
@@ -62,7 +74,19 @@ class StrictBooleanWidget(widgets.BooleanWidget):
         raise ValueError(BAD_BOOLEAN.format(value=value))
 
 
-class PicklistValueMappingResource(resources.ModelResource):
+class _QuotedCellsResource(resources.ModelResource):
+    """Every text cell is exported through escape_cell and imported through unescape_cell."""
+
+    def export_field(self, field, instance, **kwargs):
+        return escape_cell(super().export_field(field, instance, **kwargs))
+
+    def import_data(self, dataset, *args, **kwargs):
+        # A file with one bad row imports nothing, whichever front door calls this.
+        kwargs["rollback_on_validation_errors"] = True
+        return super().import_data(_unescaped(dataset), *args, **kwargs)
+
+
+class PicklistValueMappingResource(_QuotedCellsResource):
     """Only stage and outbound are imported; rows name values Salesforce already reported.
 
     Every text cell is exported through escape_cell and imported through unescape_cell, in
@@ -98,9 +122,10 @@ class PicklistValueMappingResource(resources.ModelResource):
         skip_unchanged = True
         report_skipped = True
 
-    def __init__(self, connection=None, **kwargs):
+    def __init__(self, connection=None, field_mapping=None, **kwargs):
         super().__init__(**kwargs)
         self.connection = connection
+        self.field_mapping = field_mapping
         self._values: dict[tuple[str, str, str, str], PicklistValue] = {}
         self._pending: dict[int, tuple[PicklistValue, int, dict]] = {}
 
@@ -108,6 +133,8 @@ class PicklistValueMappingResource(resources.ModelResource):
         queryset = PicklistValue.objects.select_related("field_mapping__connection", "stage")
         if self.connection is not None:
             queryset = queryset.filter(field_mapping__connection=self.connection)
+        if self.field_mapping is not None:
+            queryset = queryset.filter(field_mapping=self.field_mapping)
         return queryset.order_by(
             "field_mapping__connection__name",
             "field_mapping__object_name",
@@ -115,14 +142,6 @@ class PicklistValueMappingResource(resources.ModelResource):
             "sort_order",
             "value",
         )
-
-    def export_field(self, field, instance, **kwargs):
-        return escape_cell(super().export_field(field, instance, **kwargs))
-
-    def import_data(self, dataset, *args, **kwargs):
-        # A file with one bad row imports nothing, whichever front door calls this.
-        kwargs["rollback_on_validation_errors"] = True
-        return super().import_data(_unescaped(dataset), *args, **kwargs)
 
     def before_import(self, dataset, **kwargs):
         self._pending.clear()
@@ -192,6 +211,43 @@ class PicklistValueMappingResource(resources.ModelResource):
                     _instance, number, row = self._pending.get(pk, (None, 0, {}))
                     result.append_invalid_row(number, row, ValidationError({"stage": messages}))
         self._pending.clear()
+
+
+class StageResource(_QuotedCellsResource):
+    """Stages by key (key, name, order, category, active); saves go through stage_save."""
+
+    active = Field(attribute="active", column_name="active", widget=StrictBooleanWidget())
+
+    class Meta:
+        model = Stage
+        fields = ("key", "name", "order", "category", "active")
+        export_order = fields
+        import_id_fields = ("key",)
+        clean_model_instances = True
+        use_transactions = True
+        skip_unchanged = True
+        report_skipped = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._keys: set[str] = set()
+        self._user = None
+
+    def get_export_queryset(self, request=None, **kwargs):
+        return Stage.objects.order_by("order", "name")
+
+    def before_import(self, dataset, **kwargs):
+        self._keys.clear()
+        self._user = kwargs.get("user")
+
+    def before_import_row(self, row, **kwargs):
+        key = str(row.get("key") or "").strip()
+        if key in self._keys:
+            raise ValidationError(DUPLICATE_STAGE_KEY.format(key=key))
+        self._keys.add(key)
+
+    def do_instance_save(self, instance, is_create):
+        stage_save(stage=instance, acting_user=self._user)
 
 
 def _unescaped(dataset: tablib.Dataset) -> tablib.Dataset:

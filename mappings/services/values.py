@@ -125,8 +125,8 @@ def _states(
     """The field's every value as it would be after `changes`, and the changed values loaded.
 
     Read as tuples (a field may have thousands of values); only the values that change become
-    model instances. With `lock`, every value row is locked, so two saves check the rules one
-    after the other.
+    model instances, and only with `lock` (a write): then every value row is locked, so two
+    saves check the rules one after the other.
     """
     queryset = PicklistValue.objects.filter(field_mapping=field_mapping)
     if lock:
@@ -161,10 +161,12 @@ def _states(
             )
         )
     changed = [state.key for state in states if state.changed]
-    values = {
-        value.pk: value
-        for value in PicklistValue.objects.select_related("stage").filter(pk__in=changed)
-    } if changed else {}
+    # in_bulk reads in batches on SQLite, whose statements take at most 32,766 parameters
+    # (a CSV import may change 100,000 values).
+    values = (
+        PicklistValue.objects.select_related("stage").in_bulk(changed)
+        if changed and lock else {}
+    )
     return values, states
 
 

@@ -69,7 +69,8 @@ def test_round_trip_changes_stage_and_outbound_with_history_and_signal(
 
     assert outcome.ok, outcome.errors
     assert _mapping() == {"MQL": ("new", True), "SQL": ("contacted", True), "Lost": ("lost", False)}
-    assert outcome.totals["skip"] == 1  # MQL unchanged
+    assert outcome.totals["unchanged"] == 1  # MQL
+    assert outcome.totals["changed"] == 2
     assert PicklistValue.objects.get(value="SQL").history.first().history_user == admin_user
     assert received[0]["field_mapping_ids"] == [values.pk]
     assert received[0]["acting_user"] == admin_user

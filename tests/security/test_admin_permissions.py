@@ -21,6 +21,7 @@ STANDARD_SUFFIXES = ("changelist", "add", "change", "delete", "history")
 VIEW = "view_{model}"
 CHANGE = "change_{model}"
 RUN_SYNC = "sync.run_sync"
+IMPORT_VALUES = "mappings.import_picklistvalue"
 
 # Every custom admin URL that takes an object id -> permissions (any of) for GET, for POST.
 OBJECT_URLS = {
@@ -35,6 +36,11 @@ OBJECT_URLS = {
     "mappings_fieldmapping_refresh": ([RUN_SYNC], [RUN_SYNC]),
     "mappings_fieldmapping_automap": ([VIEW, CHANGE], [CHANGE]),
     "mappings_fieldmapping_mapping_history": ([VIEW, CHANGE], [VIEW, CHANGE]),
+    "mappings_fieldmapping_export_csv": ([VIEW, CHANGE], [VIEW, CHANGE]),
+    "mappings_fieldmapping_export_xlsx": ([VIEW, CHANGE], [VIEW, CHANGE]),
+    # Also needs change_fieldmapping, which every role holding this one has.
+    "mappings_fieldmapping_import": ([IMPORT_VALUES], [IMPORT_VALUES]),
+    "mappings_fieldmapping_import_confirm": ([IMPORT_VALUES], [IMPORT_VALUES]),
     "mappings_fieldmapping_simple_history": ([VIEW, CHANGE], [CHANGE]),
     "mappings_picklistvalue_simple_history": ([VIEW, CHANGE], [CHANGE]),
 }
@@ -46,6 +52,9 @@ URLS_WITHOUT_ID = {
     "mappings_picklistvalue_import",
     "mappings_picklistvalue_export",
     "mappings_picklistvalue_process_import",
+    "mappings_stage_import",
+    "mappings_stage_export",
+    "mappings_stage_process_import",
 }
 ROLES = {"viewer": "viewer_user", "editor": "editor_user", "admin": "stagemap_admin_user"}
 AUDIT_MODELS = (PicklistRefresh, SyncRun, RecordError)

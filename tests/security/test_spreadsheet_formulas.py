@@ -189,8 +189,8 @@ def test_round_trip_through_the_import_service(tricky_values, admin_user):
     )
 
     assert outcome.errors == []
-    assert outcome.totals["update"] == 1
-    assert outcome.totals["skip"] == 6
+    assert outcome.totals["changed"] == 1
+    assert outcome.totals["unchanged"] == 6
     assert _stages() == {
         "-2+3": "new",
         "=SUM(A1)": "contacted",

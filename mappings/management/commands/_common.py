@@ -11,12 +11,12 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from connections.models import Connection
 from mappings.models import FieldMapping
+from mappings.services.tabular import NOT_UTF8
 
 UNKNOWN_CONNECTION = "No connection named “{name}”."
 BAD_DATE = "“{value}” is not a date (YYYY-MM-DD) or datetime (YYYY-MM-DDTHH:MM)."
 UNKNOWN_FIELD = "{connection} maps no field {object}.{field}."
 UNREADABLE_FILE = "Cannot read {file}: {reason}"
-NOT_UTF8 = "{file} is not UTF-8: save it as UTF-8 (e.g. “CSV UTF-8” in a spreadsheet) and retry."
 
 
 def connection_named(name: str) -> Connection:
