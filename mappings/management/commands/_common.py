@@ -2,7 +2,6 @@
 
 import json
 from datetime import datetime, time
-from pathlib import Path
 
 from django.core.management.base import CommandError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -11,7 +10,6 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from connections.models import Connection
 from mappings.models import FieldMapping
-from mappings.services.tabular import NOT_UTF8
 
 UNKNOWN_CONNECTION = "No connection named “{name}”."
 BAD_DATE = "“{value}” is not a date (YYYY-MM-DD) or datetime (YYYY-MM-DDTHH:MM)."
@@ -35,20 +33,6 @@ def field_mapping_named(connection: Connection, object_name: str, field_name: st
         raise CommandError(
             UNKNOWN_FIELD.format(connection=connection, object=object_name, field=field_name)
         ) from None
-
-
-def read_utf8(file: str) -> str:
-    """The text of a UTF-8 file (a BOM is dropped), or a CommandError saying why not."""
-    try:
-        text = Path(file).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise CommandError(UNREADABLE_FILE.format(file=file, reason=exc.strerror)) from exc
-    except UnicodeDecodeError:
-        raise CommandError(NOT_UTF8.format(file=file)) from None
-    # UTF-16 without a BOM can be valid UTF-8 byte by byte; its NULs give it away.
-    if "\x00" in text:
-        raise CommandError(NOT_UTF8.format(file=file))
-    return text
 
 
 def as_json(data) -> str:
