@@ -6,9 +6,9 @@ from django.core.management.base import CommandError
 from django.forms import ModelChoiceField
 from django.utils.html import escape
 
-from mappings.management.commands._common import NOT_UTF8
 from mappings.models import FieldMapping, PicklistValue
 from mappings.services.fields import API_NAME_MAX_LENGTH, BAD_API_NAME
+from mappings.services.tabular import NOT_UTF8
 from tests.mappings.factories import (
     ConnectionFactory,
     FieldMappingFactory,
