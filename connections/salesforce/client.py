@@ -30,6 +30,7 @@ from connections.salesforce.errors import (
     ERR_EMPTY_RESULT,
     ERR_LIMIT,
     ERR_NOT_JSON,
+    ERR_OUTCOME_UNKNOWN,
     ERR_PAUSED,
     ERR_QUERY_OVERFLOW,
     ERR_QUERY_REPEATED,
@@ -76,6 +77,7 @@ from connections.salesforce.parsing import (
 )
 from connections.salesforce.retry import (
     _backoff,
+    never_sent,
 )
 from connections.salesforce.soql import (
     _RECORD_TYPE_ID,
@@ -284,8 +286,14 @@ class SalesforceClient:
         text = f"{code}: {message}" if message else code
         return SalesforceError(text, code=code, status=status, fields=fields)
 
-    def _request(self, call: Callable[[Salesforce], Any], *, budget: bool = True) -> Any:
-        """Run `call` (exactly one HTTP request) with budget, re-authentication and retries."""
+    def _request(
+        self, call: Callable[[Salesforce], Any], *, budget: bool = True, idempotent: bool = True
+    ) -> Any:
+        """Run `call` (exactly one HTTP request) with budget, re-authentication and retries.
+
+        A call that is not `idempotent` is retried only when Salesforce surely did not run it
+        (an error answer, or no connection made): a timed-out write may still land, and
+        sending it again would write twice."""
         if self._sf is None:
             self.authenticate()
         retries = int(settings.STAGEMAP_SALESFORCE_RETRIES)
@@ -324,7 +332,12 @@ class SalesforceClient:
                     requests.exceptions.ChunkedEncodingError,
                 ) as exc:
                     reason = type(exc).__name__
-                except ValueError:
+                    if not idempotent and not never_sent(exc):
+                        raise TransientError(
+                            ERR_OUTCOME_UNKNOWN.format(reason=reason), code="TRANSIENT"
+                        ) from None
+                # A JSON document nested too deep to parse raises RecursionError.
+                except (ValueError, RecursionError):
                     raise SalesforceError(
                         ERR_NOT_JSON.format(status="?"), code="NOT_JSON"
                     ) from None
@@ -344,7 +357,9 @@ class SalesforceClient:
             if not self._usage_saved_by_caller:
                 self.save_usage()
 
-    def _restful(self, path: str, *, budget: bool = True, **kwargs: Any) -> Any:
+    def _restful(
+        self, path: str, *, budget: bool = True, idempotent: bool = True, **kwargs: Any
+    ) -> Any:
         def call(sf: Salesforce) -> Any:
             try:
                 return sf.restful(path, **kwargs)
@@ -352,7 +367,7 @@ class SalesforceClient:
                 # simple-salesforce takes len() of the parsed body: JSON null or a number fails.
                 raise _malformed(WHAT_CALL.format(path=path), DETAIL_SHAPE) from None
 
-        return self._request(call, budget=budget)
+        return self._request(call, budget=budget, idempotent=idempotent)
 
     def _get_absolute(self, url: str) -> Any:
         """GET a full URL on Salesforce (identity URL) with the session's bearer token."""
@@ -494,7 +509,9 @@ class SalesforceClient:
                     for record in chunk
                 ],
             }
-            answer = self._restful("composite/sobjects", method="PATCH", json=body)
+            answer = self._restful(
+                "composite/sobjects", method="PATCH", json=body, idempotent=False
+            )
             if answer is None:
                 raise SalesforceError(ERR_EMPTY_RESULT, code="EMPTY_RESPONSE")
             answer = _expect(answer, list, what, "the answer")

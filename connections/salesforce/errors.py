@@ -66,6 +66,10 @@ ERR_BUDGET = (
 )
 ERR_LIMIT = "Salesforce refused the call: REQUEST_LIMIT_EXCEEDED ({message})."
 ERR_TRANSIENT = "Salesforce did not answer after {attempts} attempts ({reason})."
+ERR_OUTCOME_UNKNOWN = (
+    "Salesforce did not answer the update ({reason}), so it may have been applied; it is not "
+    "sent again blindly: the next push reads the records' values first."
+)
 ERR_TLS = (
     "The TLS certificate of {host} is not trusted; add its CA to STAGEMAP_SALESFORCE_CA_BUNDLE."
 )
@@ -91,6 +95,7 @@ ERR_QUERY_NEXT_URL = (
 DETAIL_TYPE = "{item} is {got} where {expected} belongs"
 DETAIL_NO_VALUE = "a picklist entry of {field} has no value"
 DETAIL_SHAPE = "its content is not shaped as documented"
+DETAIL_NUL = "a text holds a NUL character, which Salesforce text never does"
 WHAT_TOKEN = "the token request"
 WHAT_CALL = "the call to {path}"
 WHAT_DESCRIBE = "the describe of {object}"
@@ -124,7 +129,8 @@ def redact(text: Any, *, secrets: Iterable[str] = ()) -> str:
     line), and anything shaped like a Salesforce session id (`00D...!...`) becomes
     [redacted]. Redacted before it is cut to MAX_ERROR_TEXT, so no secret is cut in half.
     """
-    text = "" if text is None else str(text)
+    # PostgreSQL cannot store NUL, and Salesforce text never holds one.
+    text = "" if text is None else str(text).replace("\x00", "")
     variants: set[str] = set()
     for secret in secrets:
         secret = str(secret or "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import ssl
 import tempfile
 import threading
 from pathlib import Path
@@ -13,11 +14,13 @@ import certifi
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from urllib3.util.ssl_ import create_urllib3_context
 
 from connections.salesforce.errors import CODE_TLS, ERR_CA_BUNDLE_MISSING, SalesforceError
 
 _bundle_lock = threading.Lock()
 _bundle_cache: dict[tuple, str] = {}
+_context_cache: dict[str, ssl.SSLContext] = {}
 
 
 def _remove_bundles() -> None:
@@ -60,18 +63,47 @@ def _forced_verify() -> str | None:
         return handle.name
 
 
+def _context_for(bundle: str) -> ssl.SSLContext:
+    """One TLS context per bundle, its roots loaded once: every run opens a new session, and
+    loading certifi's roots into each new connection cost more than the run's own calls."""
+    with _bundle_lock:
+        context = _context_cache.get(bundle)
+        if context is None:
+            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+            context.load_verify_locations(cafile=bundle)
+            _context_cache[bundle] = context
+        return context
+
+
 class TrustingAdapter(HTTPAdapter):
     """Forces our CA bundle (requests lets REQUESTS_CA_BUNDLE override Session.verify) and a
     default timeout; certificate checks are never turned off."""
 
     def __init__(self, *, verify: str | None, timeout: float, **kwargs: Any) -> None:
         self.forced_verify = verify
+        self.context = _context_for(verify) if verify is not None else None
         self.default_timeout = timeout
         super().__init__(**kwargs)
 
+    def init_poolmanager(self, *args: Any, **pool_kwargs: Any) -> None:
+        if self.context is not None:
+            pool_kwargs["ssl_context"] = self.context
+        super().init_poolmanager(*args, **pool_kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any):
+        if self.context is not None:
+            proxy_kwargs.setdefault("ssl_context", self.context)
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+    def cert_verify(self, conn, url, verify, cert) -> None:
+        super().cert_verify(conn, url, verify, cert)
+        if self.context is not None:
+            # The context holds the bundle already; a path here would load it again.
+            conn.ca_certs = conn.ca_cert_dir = None
+
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-        if self.forced_verify is not None:
-            verify = self.forced_verify
+        if self.context is not None:
+            verify = True  # checked against self.context's roots, never turned off
         elif verify is False:
             verify = True
         if timeout is None:

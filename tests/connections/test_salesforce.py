@@ -3,6 +3,7 @@
 import time
 from datetime import UTC, datetime, timedelta
 
+import certifi
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -466,6 +467,24 @@ def test_session_forces_verification_on(settings, emulator):
     assert "BEGIN CERTIFICATE" in bundle.split(open(emulator.ca_path).read().strip())[0]
 
 
+def test_sessions_share_one_tls_context_per_bundle(settings, emulator):
+    settings.STAGEMAP_SALESFORCE_CA_BUNDLE = str(emulator.ca_path)
+    first = salesforce.new_http_session().get_adapter(emulator.base_url)
+    second = salesforce.new_http_session()
+
+    assert first.context is second.get_adapter(emulator.base_url).context
+    assert second.get(emulator.base_url + "/services/data/").status_code == 200
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_the_shared_context_refuses_a_certificate_outside_its_bundle(settings, emulator, asked):
+    settings.STAGEMAP_SALESFORCE_CA_BUNDLE = certifi.where()  # real roots, not the emulator's
+    session = salesforce.new_http_session()
+
+    with pytest.raises(requests.exceptions.SSLError):
+        session.get(emulator.base_url + "/services/data/", verify=asked)
+
+
 # --- shapes ----------------------------------------------------------------------------------
 
 
@@ -576,6 +595,53 @@ def test_update_records_reports_restricted_picklist(make_connection, emu):
 
     assert not result.success
     assert result.errors[0].status_code == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+
+
+def test_an_update_whose_answer_never_came_is_not_sent_again(make_connection, emu):
+    client = client_for(make_connection())
+    client.limits()  # the session's connection is open: the drop hits the update itself
+    lead = next(r for r in emu.org.records("Lead") if not r.get("IsConverted"))
+    emu.org.inject_fault(drop_connection=True, count=1, path_contains="composite/sobjects")
+    emu.org.clear_request_log()
+
+    with pytest.raises(salesforce.TransientError) as caught:
+        client.update_records("Lead", [{"Id": lead["Id"], "Status": "Working - Contacted"}])
+
+    assert "may have been applied" in caught.value.message
+    assert len([e for e in emu.org.request_log if "composite/sobjects" in e.path]) == 1
+
+
+def test_an_update_refused_with_503_is_sent_again(make_connection, emu):
+    client = client_for(make_connection())
+    lead = next(r for r in emu.org.records("Lead") if not r.get("IsConverted"))
+    emu.org.inject_fault(status=503, count=2, path_contains="composite/sobjects")
+
+    [result] = client.update_records("Lead", [{"Id": lead["Id"], "Status": "Working - Contacted"}])
+
+    assert result.success
+    assert emu.org.get_record("Lead", lead["Id"])["Status"] == "Working - Contacted"
+
+
+def test_a_read_whose_answer_never_came_is_sent_again(make_connection, emu):
+    client = client_for(make_connection())
+    emu.org.inject_fault(drop_connection=True, count=2, path_contains="/describe")
+
+    assert client.describe("Lead").field("Status")
+
+
+def test_only_a_request_that_made_no_connection_counts_as_never_sent():
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
+    from connections.salesforce.retry import never_sent
+
+    refused = MaxRetryError(None, "/", reason=NewConnectionError(None, "refused"))
+    dropped = ProtocolError("Connection aborted.", ConnectionResetError())
+
+    assert never_sent(requests.exceptions.ConnectTimeout())
+    assert never_sent(requests.exceptions.ConnectionError(refused))
+    assert not never_sent(requests.exceptions.ConnectionError(dropped))
+    assert not never_sent(requests.exceptions.ReadTimeout())
+    assert not never_sent(requests.exceptions.ChunkedEncodingError())
 
 
 def test_lead_statuses_and_stages(make_connection, emu):
