@@ -51,6 +51,8 @@ MSG_VALUES_SAVED = "{count} value(s) mapped anew."
 RUN_SYNC_PERMISSION = "sync.run_sync"
 # The mapping page's import writes picklist values: their import permission, and change.
 IMPORT_VALUES_PERMISSION = "mappings.import_picklistvalue"
+# django-import-export's import page without the tracebacks it prints for file-wide errors.
+IMPORT_TEMPLATE = "admin/mappings/import_export_import.html"
 MSG_IMPORTED = (
     "Imported {changed} change(s) from {file}: up to {records} stored record(s) change stage."
 )
@@ -95,6 +97,7 @@ class StageAdmin(ImportExportModelAdmin, HistoryAdmin):
     actions = ["activate", "deactivate", "delete_unused"]
     history_list_display = ["name", "order", "category", "active"]
     resource_classes = [StageResource]
+    import_template_name = IMPORT_TEMPLATE
 
     def has_import_permission(self, request):
         # Stages have no import permission of their own: importing creates and changes them.
@@ -564,6 +567,7 @@ class PicklistValueAdmin(ImportExportModelAdmin, HistoryAdmin):
 
     form = PicklistValueAdminForm
     resource_classes = [PicklistValueMappingResource]
+    import_template_name = IMPORT_TEMPLATE
     list_display = ["value_column", "field_column", "stage", "outbound", "status_column"]
     list_filter = [
         "field_mapping__connection",
@@ -598,6 +602,10 @@ class PicklistValueAdmin(ImportExportModelAdmin, HistoryAdmin):
             .get_queryset(request)
             .order_by("field_mapping", F("removed_at").asc(nulls_first=True), "sort_order", "value")
         )
+
+    def has_import_permission(self, request):
+        # The same write as the mapping page's import, which also needs the change permission.
+        return super().has_import_permission(request) and self.has_change_permission(request)
 
     def has_add_permission(self, request):
         return False

@@ -149,8 +149,11 @@ class PicklistValueMappingResource(_QuotedCellsResource):
         if self.connection is not None:
             queryset = queryset.filter(field_mapping__connection=self.connection)
         elif "connection" in (dataset.headers or []):
+            # Stripped, as get_or_init_instance strips the row's connection name.
             queryset = queryset.filter(
-                field_mapping__connection__name__in=set(dataset["connection"])
+                field_mapping__connection__name__in={
+                    str(name or "").strip() for name in dataset["connection"]
+                }
             )
         self._values = {
             (
@@ -252,6 +255,10 @@ class StageResource(_QuotedCellsResource):
 
 def _unescaped(dataset: tablib.Dataset) -> tablib.Dataset:
     copy = tablib.Dataset(headers=dataset.headers)
+    if not dataset.headers:
+        # No header row (a blank first line): import-export reports the missing key columns,
+        # then would crash zipping rows with no headers.
+        return copy
     for row in dataset:
         copy.append([unescape_cell(cell) for cell in row])
     return copy

@@ -194,7 +194,7 @@ def picklist_values_import(
     if expected_digest is not None and expected_digest != outcome.digest:
         outcome.errors = [CHANGED_SINCE_PREVIEW]
         return outcome
-    outcome.errors = run.apply(acting_user=acting_user)
+    outcome.errors = run.apply(acting_user=acting_user, previewed=expected_digest is not None)
     outcome.applied = not outcome.errors
     return outcome
 
@@ -419,9 +419,11 @@ class _Import:
                     )
                     self.error(pending.line, text, located=True)
 
-    def apply(self, *, acting_user) -> list[str]:
+    def apply(self, *, acting_user, previewed: bool = False) -> list[str]:
         try:
             with transaction.atomic():
+                if previewed and self._moved_since_read():
+                    return [CHANGED_SINCE_PREVIEW]
                 for fm_id, changes in self._by_field_mapping().items():
                     picklist_values_apply(
                         field_mapping=self.by_id[fm_id], changes=changes, acting_user=acting_user
@@ -431,6 +433,24 @@ class _Import:
             self._rule_errors(exc.by_value)
             return self.messages()
         return []
+
+    def _moved_since_read(self) -> bool:
+        # The digest holds each value's state when its chunk was read, long before the write
+        # for a large file: compare with the state under lock, kept until the import commits.
+        current = (
+            PicklistValue.objects.select_for_update()
+            .filter(field_mapping_id__in={p.field_mapping_id for p in self.changes.values()})
+            .order_by()
+            .values_list("pk", "stage_id", "outbound")
+        )
+        for pk, stage_id, outbound in current.iterator(chunk_size=2000):
+            pending = self.changes.get(pk)
+            if pending is not None and (pending.old_stage_id, pending.old_outbound) != (
+                stage_id,
+                outbound,
+            ):
+                return True
+        return False
 
     # -- the outcome ---------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from mappings.models import Stage
 from mappings.resources import StageResource
@@ -20,6 +20,10 @@ BAD_ORDER = "line {line}: order “{value}” is not a whole number of 0 or more
 BAD_ACTIVE = "line {line}: active “{value}” is not yes/no (use 1 or 0)."
 BAD_CATEGORY = "line {line}: category “{value}” is not one of {choices}."
 BAD_FIELD = "line {line}: {field}: {message}"
+STAGES_CHANGED_WHILE_READ = (
+    "The stages changed while the file was read ({reason}): nothing was imported. "
+    "Import the file again."
+)
 MAX_ERRORS = 200
 
 
@@ -46,6 +50,8 @@ class StageImportOutcome:
     totals: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     applied: bool = False
+    # The file as a whole could not be read (errors holds the one reason).
+    unreadable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -63,6 +69,7 @@ class StageImportOutcome:
                 for row in self.rows
             ],
             "errors": self.errors,
+            "unreadable": self.unreadable,
         }
 
 
@@ -127,6 +134,7 @@ def stages_import(
             pending.append((entry, stage))
     except TableError as exc:
         outcome.errors = [str(exc)]
+        outcome.unreadable = True
         return outcome
     outcome.rows = [entry for entry, _stage in pending]
     outcome.totals = {
@@ -140,9 +148,15 @@ def stages_import(
         outcome.errors.append(f"… and {len(errors) - MAX_ERRORS} more error(s).")
     if errors or dry_run:
         return outcome
-    with transaction.atomic():
-        for _entry, stage in pending:
-            stage_save(stage=stage, acting_user=acting_user)
+    try:
+        with transaction.atomic():
+            for _entry, stage in pending:
+                stage_save(stage=stage, acting_user=acting_user)
+    except (ValidationError, IntegrityError) as exc:
+        # Someone else saved a stage with one of the file's keys since the stages were read.
+        reason = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        outcome.errors = [STAGES_CHANGED_WHILE_READ.format(reason=reason)]
+        return outcome
     outcome.applied = True
     return outcome
 

@@ -20,13 +20,13 @@ NOT_UTF8 = "{file} is not UTF-8: save it as UTF-8 (e.g. “CSV UTF-8” in a spr
 EMPTY_FILE = "{file} is empty: it needs a header row and at least the columns {columns}."
 NOT_CSV = "{file} is not a readable CSV file (line {line}: {reason})."
 LINE_TOO_LONG = (
-    "{file}: line {line} is longer than {limit:,} characters; this is not a mappings file."
+    "{file}: line {line} is longer than {limit:,} characters; this is not a file to import."
 )
 NOT_XLSX = "{file} is not a readable XLSX workbook ({reason})."
 XLSX_NO_SHEET = "{file} has no worksheet."
 XLSX_TOO_LARGE = (
     "{file} expands to more than {limit:,} MB (or its text table to more than {strings:,} MB): "
-    "this is not a mappings workbook."
+    "this is not a workbook to import."
 )
 MISSING_COLUMNS = "The file lacks the column(s): {columns}."
 UNKNOWN_COLUMNS = (

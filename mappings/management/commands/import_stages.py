@@ -38,4 +38,6 @@ class Command(BaseCommand):
             for error in outcome.errors:
                 self.stdout.write(self.style.ERROR(error))
         if not outcome.ok:
+            if outcome.unreadable:
+                raise CommandError(outcome.errors[0], returncode=1)
             raise CommandError("Nothing was imported: fix the rows above.", returncode=1)
