@@ -179,7 +179,8 @@ class ValueTable:
         return picklist_values_page(
             field_mapping=self.field_mapping,
             show=self.query.get("values", "all"),
-            search=self.query.get("q", ""),
+            # PostgreSQL refuses NUL in a query; no value or label holds one.
+            search=self.query.get("q", "").replace("\x00", ""),
             page=number,
         )
 

@@ -211,7 +211,7 @@ def _token_from_answer(
     """The token in the endpoint's answer; a refusal raises AuthenticationFailed, redacted."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
         body = None
     if response.status_code == 200 and isinstance(body, dict) and body.get("access_token"):
         access_token = body["access_token"]

@@ -16,6 +16,7 @@ from simple_salesforce.util import exception_handler
 from connections.salesforce.errors import (
     CODE_MALFORMED,
     DETAIL_NO_VALUE,
+    DETAIL_NUL,
     DETAIL_SHAPE,
     DETAIL_TYPE,
     ERR_MALFORMED,
@@ -52,6 +53,8 @@ _SALESFORCE_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
 _SELECTED = re.compile(r"^\s*SELECT\s+(?P<fields>.*?)\s+FROM\s", re.IGNORECASE | re.DOTALL)
 # Fields the callers of query() read by key and parse: when selected, each record has them.
 _KEYED_FIELDS = ("Id", "SystemModstamp")
+# A field in a SELECT list, plain or a relationship path (not COUNT(), a function, a subquery).
+_SELECTED_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*")
 
 
 def _kind(value: Any) -> str:
@@ -78,6 +81,22 @@ def _expect(value: Any, kind: type, what: str, item: str, *, optional: bool = Fa
         return value
     expected = {dict: "an object", list: "an array", str: "a text"}.get(kind, kind.__name__)
     raise _malformed(what, DETAIL_TYPE.format(item=item, got=_kind(value), expected=expected))
+
+
+def _without_nul(value: Any, what: str) -> Any:
+    """`value`, unless a text in it holds NUL: PostgreSQL could not store it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise _malformed(what, DETAIL_NUL)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
 
 
 @contextmanager
@@ -162,6 +181,8 @@ def _get_page(sf: Salesforce, url: str, headers: dict, *, name: str, params=None
         exception_handler(response, name=name)
     body = response.content
     page = _expect(json.loads(body), dict, WHAT_QUERY, "the page")
+    if b"\\u0000" in body:  # JSON escapes NUL; most pages have none to look for
+        _without_nul(page, WHAT_QUERY)
     records = page["records"] = _expect(page.get("records"), list, WHAT_QUERY, "records",
                                         optional=True)
     stripped = 0
@@ -200,7 +221,7 @@ def _parse_error(content: Any, secrets: Iterable[str]) -> tuple[str, str, tuple[
 def _object_describe(body: Any, object_name: str) -> ObjectDescribe:
     what = WHAT_DESCRIBE.format(object=object_name)
     with _parsing(what):
-        body = _expect(body, dict, what, "the answer")
+        body = _without_nul(_expect(body, dict, what, "the answer"), what)
         fields = {}
         for raw in _expect(body.get("fields"), list, what, "fields", optional=True):
             field_describe = _field_describe(_expect(raw, dict, what, "a field"), what)
@@ -305,7 +326,7 @@ def _limits_usage(body: Any) -> ApiUsage:
 def _record_type_picklists(body: Any, object_name: str) -> dict[str, tuple[PicklistEntry, ...]]:
     what = WHAT_PICKLISTS.format(object=object_name)
     with _parsing(what):
-        body = _expect(body, dict, what, "the answer")
+        body = _without_nul(_expect(body, dict, what, "the answer"), what)
         fields = _expect(body.get("picklistFieldValues", body), dict, what,
                          "picklistFieldValues")
         result: dict[str, tuple[PicklistEntry, ...]] = {}
@@ -339,10 +360,16 @@ def _ui_picklist_entry(entry: Any, what: str, field_name: str, default_value: An
 
 
 def _keyed_fields(soql: str) -> list[str]:
-    """The fields of _KEYED_FIELDS the query selects: every record must carry them."""
+    """The fields every record of the query must carry: each selected field (by its first
+    name for a relationship path); those of _KEYED_FIELDS must also be texts."""
     selected = _SELECTED.match(soql)
-    names = {n.strip() for n in selected["fields"].split(",")} if selected else set()
-    return [name for name in _KEYED_FIELDS if name in names]
+    names = [n.strip() for n in selected["fields"].split(",")] if selected else []
+    keyed: list[str] = []
+    for name in names:
+        top = name.split(".")[0]
+        if _SELECTED_FIELD.fullmatch(name) and top not in keyed:
+            keyed.append(top)
+    return keyed
 
 
 def _query_total(page: dict) -> int:
@@ -354,12 +381,22 @@ def _query_total(page: dict) -> int:
 
 
 def _check_keyed(records: list[dict], keyed: list[str]) -> None:
+    # Salesforce sends a selected field as null when it is empty and never leaves one out: a
+    # record without it is malformed, and would be stored as holding no value.
     for record in records if keyed else ():
+        lowered = None
         for name in keyed:
-            if not isinstance(record.get(name), str):
-                raise _malformed(WHAT_QUERY, DETAIL_TYPE.format(
-                    item=f"a record's {name}", got=_kind(record.get(name)),
-                    expected="a text"))
+            if name in _KEYED_FIELDS:
+                if not isinstance(record.get(name), str):
+                    raise _malformed(WHAT_QUERY, DETAIL_TYPE.format(
+                        item=f"a record's {name}", got=_kind(record.get(name)),
+                        expected="a text"))
+            elif name not in record:
+                # Salesforce names a field as its schema does, whatever case the query used.
+                lowered = lowered or {key.lower() for key in record}
+                if name.lower() not in lowered:
+                    raise _malformed(WHAT_QUERY, DETAIL_TYPE.format(
+                        item=f"a record's {name}", got="missing", expected="a value or null"))
 
 
 def _next_records_url(page: dict) -> str | None:

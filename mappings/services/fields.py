@@ -17,6 +17,7 @@ DEFAULT_FIELD = "Status"
 FIELD_NOT_FOUND = "Salesforce reports no field {field} on {object}."
 FIELD_NOT_PICKLIST = "{object}.{field} is not a picklist (its type is {type})."
 OBJECT_NOT_FOUND = "Salesforce could not describe {object}: {error}"
+OBJECT_SPELLED_OTHERWISE = "Salesforce spells this object {name}, not {object}: use {name}."
 ONE_TO_ONE_CONFLICT = (
     "One-to-one cannot be switched on: stage {stage} already has several values ({values})."
 )
@@ -104,6 +105,13 @@ def picklist_field_check(
         raise ValidationError(
             OBJECT_NOT_FOUND.format(object=object_name, error=exc.message), code="describe"
         ) from exc
+    if describe.name != object_name:
+        # Salesforce reads object names in any case; stored in another spelling, the same
+        # field would be mapped twice and two inbound fields could decide one object's stage.
+        raise ValidationError(
+            OBJECT_SPELLED_OTHERWISE.format(name=describe.name, object=object_name),
+            code="object_spelling",
+        )
     field = describe.field(field_name)
     if field is None:
         raise ValidationError(
