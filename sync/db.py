@@ -10,7 +10,7 @@ from datetime import datetime
 
 from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import QuerySet, TextField, Value
+from django.db.models import JSONField, QuerySet, TextField, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
@@ -408,3 +408,97 @@ def _situation_update_sql(model, rows: int) -> str:
         f"= t.loc "
         f"AND {echo} = t.echo"
     )
+
+
+def rows_per_update(width: int) -> int:
+    """Rows per `pk_values_update` statement of `width` values a row (the pk included): as
+    many as SQLite takes parameters; on PostgreSQL a size whose statement stays small."""
+    db = transaction.get_connection()
+    if db.vendor == "sqlite":
+        db.ensure_connection()
+        return max(1, db.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    return 1000
+
+
+def pk_values_update(*, model, fields: list[str], objs: list, per_statement: int | None = None):
+    """Write each object's own values of `fields` to its row, keyed by pk: what
+    `bulk_update(objs, fields)` writes, as one UPDATE ... FROM (VALUES (pk, ...), ...) per
+    chunk instead of a CASE WHEN per field and row (built and matched row by row: ~10 s for a
+    delta changing 5,000 records, against ~1 s to read them).
+    Values are prepared by the model's own fields and cast to their column types on
+    PostgreSQL as bulk_update's Cast does. Returns rows updated."""
+    if not objs or not fields:
+        return 0
+    db = transaction.get_connection()
+    meta = model._meta
+    model_fields = [meta.get_field(name) for name in dict.fromkeys(fields)]
+    # One row per pk: UPDATE ... FROM picks an unspecified one of several matches.
+    by_pk = {obj.pk: obj for obj in objs}
+    prepare = [(f.attname, _db_value(f, db)) for f in model_fields]
+    rows = [
+        (pk, *[prep(getattr(obj, attname)) for attname, prep in prepare])
+        for pk, obj in by_pk.items()
+    ]
+    width = 1 + len(model_fields)
+    step = per_statement or rows_per_update(width)
+    updated = 0
+    with db.cursor() as cursor:
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            cursor.execute(
+                _pk_values_update_sql(db.vendor, model, tuple(model_fields), len(chunk)),
+                [value for row in chunk for value in row],
+            )
+            updated += cursor.rowcount
+    return updated
+
+
+def _db_value(field, db):
+    """`field.get_db_prep_save` for one statement's values, each distinct value prepared once:
+    a page's rows share their stamps (updated_at, stage_changed_at, a few modstamps) and most
+    of their texts, and preparing a datetime costs microseconds. Keyed on the value's class
+    too, so True and 1 stay apart; JSON values (dicts) are prepared every time."""
+    prep = field.get_db_prep_save
+    if isinstance(field, JSONField):
+        return lambda value: prep(value, db)
+    memo: dict = {}
+
+    def prepared(value):
+        key = (value.__class__, value)
+        try:
+            return memo[key]
+        except KeyError:
+            result = memo[key] = prep(value, db)
+            return result
+        except TypeError:  # unhashable
+            return prep(value, db)
+
+    return prepared
+
+
+def _pk_values_update_sql(vendor: str, model, model_fields: tuple, rows: int) -> str:
+    head, row, tail = _pk_values_update_parts(vendor, model, model_fields)
+    # Joined per call, not cached whole: 1,000 rows of casts make a statement of ~0.7 MB.
+    return head + ", ".join([row] * rows) + tail
+
+
+@functools.lru_cache(maxsize=64)
+def _pk_values_update_parts(vendor: str, model, model_fields: tuple) -> tuple[str, str, str]:
+    quote = db_connection.ops.quote_name
+    pk = model._meta.pk
+    columns = [pk, *model_fields]
+    names = [quote(f.column) for f in columns]
+    assignments = ", ".join(f"{name} = t.{name}" for name in names[1:])
+    head = f"UPDATE {quote(model._meta.db_table)} AS r SET {assignments} FROM "
+    where = f" WHERE r.{names[0]} = t.{names[0]}"
+    if vendor == "postgresql":
+        # Client-side binding sends most values as untyped literals: cast each to its column.
+        row = "(" + ", ".join(
+            f"CAST(%s AS {f.cast_db_type(db_connection)})" for f in columns
+        ) + ")"
+        return head + "(VALUES ", row, f") AS t({', '.join(names)}){where}"
+    # No casts on SQLite: a CAST to the datetime columns' NUMERIC affinity would mangle the
+    # text Django stores there; the column's affinity applies on write as with bulk_update.
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    picked = ", ".join(f"column{i + 1} AS {name}" for i, name in enumerate(names))
+    return head + f"(SELECT {picked} FROM (VALUES ", row, f")) AS t{where}"

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from connections.salesforce import SalesforceError, parse_datetime, soql_datetime, soql_quote
+from sync import db
 from sync.db import DB_CHUNK
 from sync.models import SyncCursor, SyncedRecord
 from sync.services.inbound.plans import ObjectPlan
@@ -47,8 +48,10 @@ def _tombstone(
             record.updated_at = now
         count += len(records)
         if records and not dry_run:
-            SyncedRecord.objects.bulk_update(
-                records, ["is_deleted", "deleted_at", "master_record_id", "updated_at"]
+            db.pk_values_update(
+                model=SyncedRecord,
+                fields=["is_deleted", "deleted_at", "master_record_id", "updated_at"],
+                objs=records,
             )
     return count
 

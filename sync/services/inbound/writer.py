@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from connections.salesforce import parse_datetime
 from mappings.models import FieldMapping
-from sync import rules
+from sync import db, rules
 from sync.db import DB_CHUNK
 from sync.models import SyncedRecord, SyncRun
 from sync.services.facts import funnel_load, inbound_rules
@@ -323,6 +323,6 @@ class PageWriter:
         if to_update:
             for record in to_update:
                 record.updated_at = now
-            SyncedRecord.objects.bulk_update(
-                to_update, [*sorted(update_fields), "updated_at"], batch_size=500
+            db.pk_values_update(
+                model=SyncedRecord, fields=[*sorted(update_fields), "updated_at"], objs=to_update
             )
