@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--size", type=int, default=None, help="number of leads to generate")
     serve.add_argument("--token-ttl", type=float, default=7200, help="access token seconds")
     serve.add_argument("--api-limit", type=int, default=15000, help="daily API request limit")
+    serve.add_argument("--page-delay", type=float, default=0.0, metavar="SECONDS",
+                       help="sleep this long before each query/queryMore page, as a real org "
+                       "takes (e.g. 0.4); default 0")
     change = commands.add_parser(
         "set", help="change fields of a record in a running emulator (as a Salesforce user would)"
     )
@@ -42,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "set":
         return _set(parser, args)
+    if args.page_delay < 0:
+        parser.error("--page-delay must be 0 or more seconds")
 
     server = EmulatorServer(args.data_dir, seed=args.seed, size=args.size, host=args.host,
                             port=args.port, token_ttl_seconds=args.token_ttl,
-                            api_daily_limit=args.api_limit)
+                            api_daily_limit=args.api_limit, page_delay=args.page_delay)
     server.start()
     creds = server.credentials
     origin = "restored from" if server.loaded_from_disk else "seeded into"

@@ -40,10 +40,11 @@ def _dumps(payload: Any) -> bytes:
 class App:
     """Turns one HTTP request into (status, JSON payload, extra headers)."""
 
-    def __init__(self, org: Org, base_url: str) -> None:
+    def __init__(self, org: Org, base_url: str, page_delay: float = 0.0) -> None:
         self.org = org
         self.rest = RestApi(org)
         self.base_url = base_url
+        self.page_delay = page_delay
 
     def oauth_token(self, body: bytes, headers: Any) -> Response:
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"),
@@ -112,6 +113,10 @@ class App:
             if method == "GET":
                 match = BATCH_SIZE.search(headers.get("Sforce-Query-Options") or "")
                 batch = int(match.group(1)) if match else None
+                if self.page_delay:
+                    # A real org takes its time per page (see README, "page delay"); no
+                    # lock is held here, so other calls are answered meanwhile.
+                    time.sleep(self.page_delay)
                 if n == 2:
                     return 200, rest.query_more(parts[1], version, batch), {}
                 return 200, rest.query(params.get("q", ""), head == "queryAll", version,
@@ -354,7 +359,9 @@ class EmulatorServer:
     def __init__(self, data_dir: Path | str | None = None, seed: str = "demo",
                  size: int | None = None, host: str = "127.0.0.1", port: int = 0,
                  token_ttl_seconds: float = 7200, api_daily_limit: int = 15000,
-                 persist_interval: float = 1.0) -> None:
+                 persist_interval: float = 1.0, page_delay: float = 0.0) -> None:
+        if page_delay < 0:
+            raise ValueError(f"page_delay must be 0 or more seconds, not {page_delay!r}")
         self.seed = seed
         self.size = size
         self.host = host
@@ -362,6 +369,7 @@ class EmulatorServer:
         self.token_ttl_seconds = token_ttl_seconds
         self.api_daily_limit = api_daily_limit
         self.persist_interval = persist_interval
+        self.page_delay = page_delay
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._httpd: _TLSServer | None = None
@@ -415,7 +423,7 @@ class EmulatorServer:
         context.load_cert_chain(str(chain), str(key))
         self._httpd = _TLSServer((self.host, self.port), context)
         self.port = self._httpd.server_address[1]
-        self._httpd.app = App(self.org, self.base_url)
+        self._httpd.app = App(self.org, self.base_url, page_delay=self.page_delay)
         self._write_credentials()
         self._stopping.clear()
         serve = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
