@@ -190,19 +190,33 @@ STAGEMAP_SYNC_PAGE_SIZE = env.int("STAGEMAP_SYNC_PAGE_SIZE", default=2000)
 STAGEMAP_SYNC_OPPORTUNITIES = env.bool("STAGEMAP_SYNC_OPPORTUNITIES", default=True)
 STAGEMAP_SYNC_PREFETCH = env.bool("STAGEMAP_SYNC_PREFETCH", default=True)
 STAGEMAP_PUSH_PIPELINE = env.bool("STAGEMAP_PUSH_PIPELINE", default=True)
-STAGEMAP_DELTA_MINUTES = env.int("STAGEMAP_DELTA_MINUTES", default=15)
+
+
+def _minutes(name: str, default: int) -> int | float:
+    # Fractions of a minute are for tests that run several intervals in seconds
+    # (tests/sync/test_workers.py); whole minutes stay ints for the messages that show them.
+    value = env.float(name, default=float(default))
+    return int(value) if value.is_integer() else value
+
+
+STAGEMAP_DELTA_MINUTES = _minutes("STAGEMAP_DELTA_MINUTES", 15)
 STAGEMAP_REFRESH_HOURS = env.int("STAGEMAP_REFRESH_HOURS", default=24)
-STAGEMAP_PUSH_MINUTES = env.int("STAGEMAP_PUSH_MINUTES", default=5)
+STAGEMAP_PUSH_MINUTES = _minutes("STAGEMAP_PUSH_MINUTES", 5)
 # Defaults of the per-connection intervals above and below; a connection may set its own.
 STAGEMAP_RECONCILE_DAYS = env.int("STAGEMAP_RECONCILE_DAYS", default=7)
 # How often the delta and push fan-outs look for due connections (refresh and reconcile: hourly).
 STAGEMAP_SCHEDULE_TICK_MINUTES = env.int("STAGEMAP_SCHEDULE_TICK_MINUTES", default=1)
+# How much earlier than its interval a tick may start a run: django-q2 looks at the schedules
+# about every 30 s, so a 1-minute tick fires up to that late and the next one as early.
+STAGEMAP_SCHEDULE_SLACK_SECONDS = env.float("STAGEMAP_SCHEDULE_SLACK_SECONDS", default=30.0)
 STAGEMAP_RETENTION_DAYS = env.int("STAGEMAP_RETENTION_DAYS", default=90)
 
 # django-q2: the ORM broker needs nothing installed; REDIS_URL moves the queue to Redis.
 REDIS_URL = env.str("REDIS_URL", default="")
 Q_CLUSTER = {
-    "name": "stagemap",
+    # Also the prefix of every Redis key (django_q:<name>:q, ...): installations sharing one
+    # Redis need a name each, and every worker and web process of one needs the same.
+    "name": env.str("Q_NAME", default="stagemap"),
     "workers": env.int("Q_WORKERS", default=2),
     "timeout": env.int("Q_TIMEOUT", default=1800),
     "retry": env.int("Q_RETRY", default=2100),

@@ -77,3 +77,23 @@ def test_alert_links_point_at_the_production_host_unless_set():
     chosen = _run(["-c", code], **production, STAGEMAP_SITE_URL="https://ops.example.com/")
     assert chosen.stdout.strip() == "https://ops.example.com"
     assert _run(["-c", code]).stdout.strip() == "http://127.0.0.1:8000"
+
+
+def test_queue_name_and_minutes_in_fractions_come_from_the_environment():
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='stagemap_site.settings';"
+        "django.setup(); from django.conf import settings as s;"
+        "from django_q.brokers import get_broker;"
+        "print(s.Q_CLUSTER['name'], get_broker().list_key, repr(s.STAGEMAP_DELTA_MINUTES),"
+        " repr(s.STAGEMAP_PUSH_MINUTES), s.STAGEMAP_SCHEDULE_SLACK_SECONDS)"
+    )
+    default = _run(["-c", code], REDIS_URL="redis://127.0.0.1:6379/3")
+    assert default.stdout.split() == ["stagemap", "django_q:stagemap:q", "15", "5", "30.0"]
+    chosen = _run(
+        ["-c", code], REDIS_URL="redis://127.0.0.1:6379/3", Q_NAME="stagemap-staging",
+        STAGEMAP_DELTA_MINUTES="0.25", STAGEMAP_PUSH_MINUTES="2",
+        STAGEMAP_SCHEDULE_SLACK_SECONDS="4",
+    )
+    assert chosen.stdout.split() == [
+        "stagemap-staging", "django_q:stagemap-staging:q", "0.25", "2", "4.0"
+    ], chosen.stderr

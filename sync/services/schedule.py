@@ -13,10 +13,6 @@ from django.utils import timezone
 from connections.models import Connection
 from sync.models import SyncRun
 
-# A schedule tick may fire a few seconds before a whole interval has passed since the last run
-# it started; that tick still counts.
-DUE_SLACK = timedelta(seconds=30)
-
 ERR_UNKNOWN_SCHEDULE = "Unknown schedule {kind!r}; choose one of: {choices}."
 
 
@@ -87,7 +83,10 @@ def _is_due(*, connection: Connection, kind: str, last: datetime | None, now: da
     if last is None:
         # Never ran: due, except a reconcile, which waits for a first full sync to reconcile.
         return kind != "reconcile"
-    return now - last >= schedule_interval(connection=connection, kind=kind) - DUE_SLACK
+    # A tick may fire a little before a whole interval has passed since the last run it
+    # started; that tick still counts.
+    slack = timedelta(seconds=settings.STAGEMAP_SCHEDULE_SLACK_SECONDS)
+    return now - last >= schedule_interval(connection=connection, kind=kind) - slack
 
 
 def connections_due(*, kind: str, now: datetime | None = None) -> list[int]:

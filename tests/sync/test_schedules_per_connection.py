@@ -91,6 +91,18 @@ def test_due_follows_the_last_run_with_a_little_slack(settings):
     assert connection_is_due(connection=own_interval, kind="delta")
 
 
+def test_slack_and_an_interval_in_seconds_come_from_the_settings(settings):
+    settings.STAGEMAP_DELTA_MINUTES = 0.25
+    settings.STAGEMAP_SCHEDULE_SLACK_SECONDS = 4
+    early = ConnectionFactory()
+    too_early = ConnectionFactory()
+    _run(early, SyncRun.Kind.DELTA, ago=timedelta(seconds=11.5))
+    _run(too_early, SyncRun.Kind.DELTA, ago=timedelta(seconds=10.5))
+
+    assert schedule_interval(connection=early, kind="delta") == timedelta(seconds=15)
+    assert connections_due(kind="delta") == [early.pk]
+
+
 def test_skipped_runs_do_not_count_but_failed_and_full_ones_do():
     skipped = ConnectionFactory()
     failed = ConnectionFactory()
