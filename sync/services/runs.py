@@ -211,6 +211,7 @@ def run_finish(*, run: SyncRun, status: str | None = None, error: str = "") -> S
             "details",
             "status",
             "error",
+            "started_at",
             "finished_at",
             "duration_seconds",
         ]
@@ -380,6 +381,9 @@ def run_lease(
         )
         yield handle
         return
+    # The work starts once the lease is held, not when the row was made: the run that held
+    # the lease before may finish in between (saved with the run's end, no extra write).
+    run.started_at = timezone.now()
     try:
         with _heartbeat_kept(handle):
             yield handle

@@ -69,6 +69,16 @@ def test_run_lease_records_an_ok_run_with_api_calls_and_releases():
     assert not SyncLease.objects.exists()
 
 
+def test_a_run_starts_when_it_holds_its_lease_not_when_its_row_was_made():
+    connection = ConnectionFactory()
+    with run_lease(connection, SyncRun.Kind.PUSH) as lease:
+        created = SyncRun.objects.values_list("started_at", flat=True).get()
+        acquired = SyncLease.objects.values_list("acquired_at", flat=True).get()
+    run = SyncRun.objects.get()
+    assert created <= acquired <= run.started_at == lease.run.started_at
+    assert run.duration_seconds == (run.finished_at - run.started_at).total_seconds()
+
+
 def test_second_run_is_recorded_as_skipped():
     connection = ConnectionFactory()
     with run_lease(connection, SyncRun.Kind.DELTA) as first:
