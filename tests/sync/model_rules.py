@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -1188,3 +1190,46 @@ def fake_now(server):
     return now
 
 
+
+
+@contextmanager
+def empty_org(tmp_path_factory) -> Iterator:
+    """An org of the test module's own with no records: each sequence creates its few leads."""
+    from salesforce_emulator.server import EmulatorServer
+
+    server = EmulatorServer(tmp_path_factory.mktemp("empty-org"), seed="empty")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def harness(server, name: str, *, settings, monkeypatch, capture_on_commit,
+            step: Callable[[], int]) -> Iterator[Harness]:
+    """A connection to `server`, pushes as explicit steps (never queued tasks), one clock for
+    both sides and every write the org is asked for logged."""
+    from connections import crypto
+    from connections.models import Connection
+
+    settings.STAGEMAP_SALESFORCE_CA_BUNDLE = str(server.ca_path)
+    settings.STAGEMAP_SALESFORCE_BACKOFF = 0
+    settings.STAGEMAP_SYNC_OPPORTUNITIES = False
+    creds = server.credentials
+    connection = Connection.objects.create(
+        name=name,
+        auth_method=Connection.AuthMethod.CLIENT_CREDENTIALS,
+        login_url=server.login_url,
+        consumer_key=creds.consumer_key,
+        secrets_ciphertext=crypto.encrypt_json({"consumer_secret": creds.consumer_secret}),
+    )
+    enqueued: list = []
+    monkeypatch.setattr("sync.services.outbound.push_enqueue", enqueued.append)
+    monkeypatch.setattr("django.utils.timezone.now", fake_now(server))
+    log = install_write_log(server, step)
+    try:
+        yield Harness(server, connection, capture_on_commit, log, enqueued)
+    finally:
+        restore_write_log(server)
+        server.org.clock.unfreeze()

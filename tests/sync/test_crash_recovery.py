@@ -263,14 +263,97 @@ def test_killed_push_is_abandoned_and_the_next_push_writes_nothing_twice(
     assert not pending.exists()
     first, second = calls[:before_restart], calls[before_restart:]
     assert len(_ids(second)) == len(set(_ids(second)))
-    # Nothing the dead push saved is sent again; what is sent twice was in its last call.
+    # Nothing the dead push sent is sent again, not even its last call, which landed unsaved:
+    # the rerun reads the org's values before it writes.
     assert not saved & set(_ids(second))
-    twice = set(_ids(first)) & set(_ids(second))
-    assert twice <= set(_ids(first[-1:]))
+    assert not set(_ids(first)) & set(_ids(second))
     assert not SyncedRecord.objects.filter(sf_id__in=moved).exclude(
         outbound_state=SyncedRecord.OutboundState.CLEAN
     ).exists()
     assert set(_ids(first)) | set(_ids(second)) == {sf_id[:15] for sf_id in moved}
+
+
+KILL_SEEDS = (11, 12, 13)
+
+
+def _killed_at_random(proc, rng, *, started, within: float) -> float:
+    """SIGKILL the worker a random time (under `within` seconds) after its run began."""
+    _wait_for(started, timeout=60, what="the run to start", proc=proc)
+    after = rng.uniform(0, within)
+    time.sleep(after)
+    assert proc.poll() is None, f"the run ended within {after:.2f} s, before its kill"
+    _kill(proc)
+    return after
+
+
+@pytest.mark.parametrize("seed", KILL_SEEDS)
+def test_a_sync_killed_at_a_random_point_converges_on_the_rerun(
+    emulator, org_connection, lead_mapping, crash_settings, seed
+):
+    import random
+
+    rng = random.Random(seed)
+    _more_leads(emulator, count=rng.randrange(300, 700))
+    # Every page is slow, so however fast the machine the run outlives the latest kill: at
+    # least 3 pages of 0.5 s against a kill within 1.2 s.
+    emulator.org.inject_fault(delay=0.5, path_contains="/query", count=10)
+    proc = _start(emulator, "sync", org_connection.name)
+    # A connection's first sync is a full one.
+    running = SyncRun.objects.filter(connection=org_connection,
+                                     kind__in=(SyncRun.Kind.FULL, SyncRun.Kind.DELTA))
+    after = _killed_at_random(proc, rng, started=running.exists, within=1.2)
+    emulator.org.clear_faults()
+    _wait_for(
+        lambda: _lease_free(org_connection, SyncRun.Kind.DELTA),
+        timeout=LEASE_SECONDS + HEARTBEAT_SECONDS + 2, what="the lease to expire",
+    )
+
+    rerun = _sync(org_connection)
+
+    assert rerun.status == SyncRun.Status.OK, f"killed {after:.2f} s in: {rerun.error}"
+    _assert_every_lead_once(emulator, org_connection)
+    assert not SyncRun.objects.filter(status=SyncRun.Status.RUNNING).exists()
+
+
+@pytest.mark.parametrize("seed", KILL_SEEDS)
+def test_a_push_killed_at_a_random_point_sends_nothing_twice_on_the_rerun(
+    emulator, org_connection, no_enqueue, crash_settings, monkeypatch, seed
+):
+    import random
+
+    rng = random.Random(seed)
+    _more_leads(emulator, count=rng.randrange(300, 700))
+    synced_leads(org_connection)
+    candidates = SyncedRecord.objects.filter(connection=org_connection, is_converted=False)
+    move(candidates.exclude(stage__key="lost"), "lost")
+    moved = set(SyncedRecord.objects.filter(outbound_state=SyncedRecord.OutboundState.PENDING)
+                .values_list("sf_id", flat=True))
+    calls = _install_write_log(emulator, monkeypatch)
+    # At least 3 batches of 0.5 s against a kill within 1.0 s: the push outlives its kill.
+    emulator.org.inject_fault(delay=0.5, path_contains=COLLECTIONS_PATH, count=50)
+    proc = _start(emulator, "push_stages", org_connection.name)
+    running = SyncRun.objects.filter(connection=org_connection, kind=SyncRun.Kind.PUSH)
+    after = _killed_at_random(proc, rng, started=running.exists, within=1.0)
+    time.sleep(0.7)  # a call in flight when the worker died still lands in the org
+    emulator.org.clear_faults()
+    before_restart = len(calls)
+    _wait_for(
+        lambda: _lease_free(org_connection, SyncRun.Kind.PUSH),
+        timeout=LEASE_SECONDS + HEARTBEAT_SECONDS + 2, what="the lease to expire",
+    )
+
+    rerun = sync_run_push(connection=org_connection)
+
+    assert rerun.status == SyncRun.Status.OK, f"killed {after:.2f} s in: {rerun.error}"
+    first, second = _ids(calls[:before_restart]), _ids(calls[before_restart:])
+    assert len(first) == len(set(first)) and len(second) == len(set(second))
+    assert not set(first) & set(second), f"killed {after:.2f} s in: written twice"
+    assert set(first) | set(second) == {sf_id[:15] for sf_id in moved}
+    for sf_id in moved:
+        assert emulator.org.get_record("Lead", sf_id)["Status"] == STATUS_FOR_STAGE["lost"]
+    assert not SyncedRecord.objects.filter(sf_id__in=moved).exclude(
+        outbound_state=SyncedRecord.OutboundState.CLEAN
+    ).exists()
 
 
 def test_a_salesforce_call_slower_than_the_lease_keeps_it(

@@ -21,11 +21,9 @@ from hypothesis import HealthCheck, Phase, __version__, reproduce_failure, setti
 from hypothesis.internal.conjecture import engine
 from hypothesis.stateful import get_state_machine_test
 
-from connections import crypto
-from connections.models import Connection
 from salesforce_emulator.server import EmulatorServer
 from tests.sync import model_rules
-from tests.sync.model_rules import FINDINGS, Harness, StageRulesMachine
+from tests.sync.model_rules import FINDINGS, StageRulesMachine
 
 EXAMPLES = int(os.environ.get("STAGEMAP_MODEL_EXAMPLES", "12"))
 STEPS = int(os.environ.get("STAGEMAP_MODEL_STEPS", "25"))
@@ -40,41 +38,19 @@ REPRODUCE = os.environ.get("STAGEMAP_MODEL_REPRODUCE", "")
 
 @pytest.fixture(scope="module")
 def model_org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    """An org of our own with no records: each example creates its few leads."""
-    server = EmulatorServer(tmp_path_factory.mktemp("model-org"), seed="empty")
-    server.start()
-    try:
+    with model_rules.empty_org(tmp_path_factory) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def model_harness(db, model_org, settings, monkeypatch, django_capture_on_commit_callbacks):
-    settings.STAGEMAP_SALESFORCE_CA_BUNDLE = str(model_org.ca_path)
-    settings.STAGEMAP_SALESFORCE_BACKOFF = 0
     # The machine moves one clock for both sides; each step is a distinct second, so no
     # lookback is needed to see every change.
     settings.STAGEMAP_SYNC_LOOKBACK_MINUTES = 0
-    settings.STAGEMAP_SYNC_OPPORTUNITIES = False
-    creds = model_org.credentials
-    connection = Connection.objects.create(
-        name="Model org",
-        auth_method=Connection.AuthMethod.CLIENT_CREDENTIALS,
-        login_url=model_org.login_url,
-        consumer_key=creds.consumer_key,
-        secrets_ciphertext=crypto.encrypt_json({"consumer_secret": creds.consumer_secret}),
-    )
-    enqueued: list = []
-    # Pushes are explicit steps here, never queued tasks.
-    monkeypatch.setattr("sync.services.outbound.push_enqueue", enqueued.append)
-    monkeypatch.setattr("django.utils.timezone.now", model_rules.fake_now(model_org))
-    log = model_rules.install_write_log(model_org, lambda: model_rules.CURRENT_STEP[0])
-    try:
-        yield Harness(model_org, connection, django_capture_on_commit_callbacks, log, enqueued)
-    finally:
-        model_rules.restore_write_log(model_org)
-        model_org.org.clock.unfreeze()
+    with model_rules.harness(model_org, "Model org", settings=settings, monkeypatch=monkeypatch,
+                             capture_on_commit=django_capture_on_commit_callbacks,
+                             step=lambda: model_rules.CURRENT_STEP[0]) as harness:
+        yield harness
 
 
 def _summary(elapsed: float) -> dict:
