@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: demo test lint install clean soak screenshots
+.PHONY: demo test lint install clean soak screenshots bench
 
 install: $(STAMP)
 
@@ -22,10 +22,19 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
-# The model-based rules test with thousands of examples (minutes; not part of `make test`),
-# e.g. make soak SOAK_ARGS="--examples 500 --skip stage_equals_reference".
+# Ten times what `make test` runs, by hand (tens of minutes): the model-based rules test with
+# thousands of examples (e.g. SOAK_ARGS="--examples 500 --skip stage_equals_reference"), then
+# the fault matrix with 2,000 sequences on seeds CI does not draw (SOAK_FAULT_SEQUENCES=N).
+SOAK_FAULT_SEQUENCES ?= 2000
 soak: $(STAMP)
 	$(PY) bench/soak_rules.py $(SOAK_ARGS)
+	STAGEMAP_FAULT_SEQUENCES=$(SOAK_FAULT_SEQUENCES) STAGEMAP_FAULT_FIRST_SEED=200 \
+		$(PY) -m pytest tests/sync/test_fault_matrix.py::test_sync_converges_after_faults
+
+# Every benchmark as one markdown table on SQLite and PostgreSQL, written to bench/RESULTS.md
+# (tens of minutes; PostgreSQL skipped when not reachable), e.g. make bench BENCH_ARGS=--quick.
+bench: $(STAMP)
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 demo: $(STAMP)
 	$(PY) manage.py demo

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import resource
 import sys
 import tempfile
@@ -25,8 +24,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _django import setup_django
 
 FIELDS = (
     ("Lead", "Status", "both"),
@@ -34,19 +32,6 @@ FIELDS = (
     ("Lead", "Rating__c", "outbound"),
 )
 HEADER = ["connection", "object", "field", "value", "label", "stage", "outbound"]
-
-
-def _setup_django(database_url: str, db_path: str) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "stagemap_site.settings"
-    os.environ["DATABASE_URL"] = database_url or f"sqlite:///{db_path}"
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def _data(values: int, records_per_value: int):
@@ -152,7 +137,7 @@ def main() -> int:
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="stagemap-bench-csv-"))
-    _setup_django(args.database_url, str(folder / "bench.sqlite3"))
+    setup_django(args.database_url, str(folder / "bench.sqlite3"))
     from django.db import connection as db
 
     start = time.perf_counter()

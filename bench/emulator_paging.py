@@ -8,21 +8,14 @@ share one interpreter lock.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
+from _emulator import start_emulator, stop_emulator
 from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 QUERY = ("SELECT Id, FirstName, LastName, Email, Company, Status, Lifecycle_Stage__c, "
          "IsConverted, RecordTypeId, LastModifiedById, SystemModstamp FROM Lead "
@@ -39,12 +32,6 @@ class TrustAdapter(HTTPAdapter):
     def send(self, request, **kwargs):  # type: ignore[no-untyped-def]
         kwargs["verify"] = self.ca_path
         return super().send(request, **kwargs)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _client(base_url: str, ca_path: str, key: str, secret: str) -> Salesforce:
@@ -80,17 +67,7 @@ def main() -> None:
                          creds.consumer_secret)
             proc = None
         else:
-            port = _free_port()
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "salesforce_emulator", "serve", "--port", str(port),
-                 "--data-dir", tmp, "--size", str(args.size)],
-                env=env, stdout=subprocess.PIPE, text=True)
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.startswith("Serving"):
-                    break
-            creds_json = json.loads((Path(tmp) / "credentials.json").read_text())
+            proc, creds_json = start_emulator(args.size, tmp, api_limit=15000)
             sf = _client(creds_json["instance_url"], creds_json["ca_path"],
                          creds_json["consumer_key"], creds_json["consumer_secret"])
         ready = time.perf_counter() - started
@@ -98,8 +75,7 @@ def main() -> None:
             count, elapsed = _page(sf, args.batch_size)
         finally:
             if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=60)
+                stop_emulator(proc)
             else:
                 server.stop()
     print(f"seed + start ({args.size} leads): {ready:.1f} s")

@@ -21,64 +21,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _django import set_ca_bundle, setup_django
+from _emulator import start_emulator, stop_emulator
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_emulator(size: int, data_dir: str) -> tuple[subprocess.Popen, dict]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "salesforce_emulator",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            data_dir,
-            "--size",
-            str(size),
-            "--api-limit",
-            "10000000",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("Serving"):
-            break
-    creds = json.loads((Path(data_dir) / "credentials.json").read_text())
-    return proc, creds
-
-
-def setup_django(database_url: str | None, sqlite_path: str) -> None:
-    os.environ["DATABASE_URL"] = database_url or f"sqlite:///{sqlite_path}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stagemap_site.settings")
-    # DEBUG keeps every SQL statement in memory, which would hide a real leak.
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
+# The sync's own SOQL for Lead.Status (the run's details are checked against it): the bare
+# read pages the very same query.
+LEAD_SOQL = (
+    "SELECT Id, SystemModstamp, Status, IsConverted, ConvertedContactId, RecordTypeId, "
+    "LastModifiedById, Name, Email, Company FROM Lead ORDER BY SystemModstamp, Id"
+)
 
 
 def make_connection(name: str, creds: dict):
@@ -116,7 +72,7 @@ def make_connection(name: str, creds: dict):
     return connection, mapping
 
 
-def bare_read(connection, soql: str) -> tuple[int, float]:
+def bare_read(connection, soql: str = LEAD_SOQL) -> tuple[int, float]:
     from simple_salesforce import Salesforce
 
     from connections.salesforce import client_for, new_http_session
@@ -141,57 +97,100 @@ def bare_read(connection, soql: str) -> tuple[int, float]:
 BARE_CPU: list[float] = []
 
 
-def bench_size(size: int, args) -> dict:
+def test_database(tmp: str):
+    """A throw-away database: a SQLite file in `tmp`, or Django's test_<name> on PostgreSQL."""
     from django.conf import settings
+    from django.db import connection as db
+
+    if db.vendor == "sqlite":
+        settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = str(
+            Path(tmp) / "bench.sqlite3"
+        )
+    return db.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+
+
+def bench_size(size: int, args) -> dict:
     from django.db import connection as db
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         proc, creds = start_emulator(size, tmp)
         seeded = time.perf_counter() - started
-        settings.STAGEMAP_SALESFORCE_CA_BUNDLE = creds["ca_path"]
-        if db.vendor == "sqlite":
-            settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = str(
-                Path(tmp) / "bench.sqlite3"
-            )
-        test_db = db.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+        set_ca_bundle(creds["ca_path"])
+        test_db = test_database(tmp)
         try:
             return run_measurements(size, creds, seeded, db.vendor, test_db, args)
         finally:
             db.creation.destroy_test_db(test_db, verbosity=0)
-            proc.terminate()
-            proc.wait(timeout=120)
+            stop_emulator(proc)
 
 
-def run_measurements(size, creds, seeded, vendor, test_db, args) -> dict:
+def full_sync_timed(connection, count: int | None = None) -> dict:
+    """A full sync of Lead into an empty connection: wall and CPU seconds, and the run."""
+    from sync.services.inbound import sync_run_inbound
+
+    started, cpu = time.perf_counter(), time.process_time()
+    [run] = sync_run_inbound(connection=connection, full=True, object_name="Lead")
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    assert run.status == "ok", run.error
+    assert run.details["query"] == LEAD_SOQL, run.details["query"]
+    assert count is None or run.fetched == count, (run.fetched, count)
+    return {"seconds": seconds, "cpu": cpu, "run": run}
+
+
+def reapply_timed(mapping, *, settled: bool) -> tuple[float, int]:
+    """Every value of `mapping` moved to the next stage, then re-applied to the stored records
+    (after VACUUM ANALYZE / ANALYZE when `settled`): (seconds, records changed)."""
     from django.db import connection as db_connection
 
     from mappings.models import PicklistValue, Stage
     from sync.models import SyncedRecord
-    from sync.services.inbound import sync_run_inbound
     from sync.services.reapply import records_reapply_mappings
 
+    stages = list(Stage.objects.order_by("order"))
+    if settled:
+        with db_connection.cursor() as cursor:
+            table = SyncedRecord._meta.db_table
+            cursor.execute(
+                f"VACUUM ANALYZE {table}"
+                if db_connection.vendor == "postgresql"
+                else f"ANALYZE {table}"
+            )
+    values = list(PicklistValue.objects.filter(field_mapping=mapping))
+    for value in values:
+        value.stage = stages[(stages.index(value.stage) + 1) % len(stages)]
+    PicklistValue.objects.bulk_update(values, ["stage"])
+    started = time.perf_counter()
+    changed = records_reapply_mappings(field_mapping_ids=[mapping.pk])
+    return time.perf_counter() - started, changed
+
+
+def traced_full_sync(creds, name: str) -> float:
+    """Peak traced Python memory (MB) of a full sync into a new, empty connection."""
+    from sync.services.inbound import sync_run_inbound
+
+    connection, _ = make_connection(name, creds)
+    tracemalloc.start()
+    try:
+        [run] = sync_run_inbound(connection=connection, full=True, object_name="Lead")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert run.status == "ok", run.error
+    return peak / 1e6
+
+
+def run_measurements(size, creds, seeded, vendor, test_db, args) -> dict:
     connection, mapping = make_connection("Bench org", creds)
 
-    # The sync's own SOQL, learnt from a dry run on a tiny replication window would cost calls;
-    # build it the way the engine does instead and check it against the run's details below.
-    soql = (
-        "SELECT Id, SystemModstamp, Status, IsConverted, ConvertedContactId, RecordTypeId, "
-        "LastModifiedById, Name, Email, Company FROM Lead ORDER BY SystemModstamp, Id"
-    )
-    bare_read(connection, soql)  # warm-up: the emulator builds its query cursor lazily
-    count, bare_before = bare_read(connection, soql)
-
-    started, cpu = time.perf_counter(), time.process_time()
-    [run] = sync_run_inbound(connection=connection, full=True, object_name="Lead")
-    sync_seconds = time.perf_counter() - started
-    sync_cpu = time.process_time() - cpu
-    _, bare_after = bare_read(connection, soql)
+    bare_read(connection)  # warm-up: the emulator builds its query cursor lazily
+    count, bare_before = bare_read(connection)
+    synced = full_sync_timed(connection, count)
+    run, sync_seconds, sync_cpu = synced["run"], synced["seconds"], synced["cpu"]
+    _, bare_after = bare_read(connection)
     # Bare reads before and after the sync, so drift of the machine affects both sides alike.
     bare_seconds = (bare_before + bare_after) / 2
-    assert run.status == "ok", run.error
-    assert run.details["query"] == soql, run.details["query"]
-    assert run.fetched == count, (run.fetched, count)
 
     result = {
         "size": size,
@@ -210,31 +209,13 @@ def run_measurements(size, creds, seeded, vendor, test_db, args) -> dict:
     # Re-apply: every value moves to another stage, so every stored record changes stage.
     # Once right after the sync, once more after the table has been vacuumed and analysed (what
     # autovacuum does to it soon after a big load, long before staff edit a mapping).
-    stages = list(Stage.objects.order_by("order"))
-    for key in ("reapply", "reapply_settled"):
-        if key == "reapply_settled":
-            with db_connection.cursor() as cursor:
-                table = SyncedRecord._meta.db_table
-                cursor.execute(
-                    f"VACUUM ANALYZE {table}" if vendor == "postgresql" else f"ANALYZE {table}"
-                )
-        values = list(PicklistValue.objects.filter(field_mapping=mapping))
-        for value in values:
-            value.stage = stages[(stages.index(value.stage) + 1) % len(stages)]
-        PicklistValue.objects.bulk_update(values, ["stage"])
-        started = time.perf_counter()
-        changed = records_reapply_mappings(field_mapping_ids=[mapping.pk])
-        result[f"{key}_s"] = round(time.perf_counter() - started, 3)
+    for key, settled in (("reapply", False), ("reapply_settled", True)):
+        seconds, changed = reapply_timed(mapping, settled=settled)
+        result[f"{key}_s"] = round(seconds, 3)
         result[f"{key}_changed"] = changed
 
     if not args.no_memory:
-        second, _ = make_connection("Bench org (memory)", creds)
-        tracemalloc.start()
-        [mem_run] = sync_run_inbound(connection=second, full=True, object_name="Lead")
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        assert mem_run.status == "ok", mem_run.error
-        result["peak_traced_mb"] = round(peak / 1e6, 1)
+        result["peak_traced_mb"] = round(traced_full_sync(creds, "Bench org (memory)"), 1)
     return result
 
 
@@ -246,7 +227,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = args.size or [100_000]
     with tempfile.TemporaryDirectory() as tmp:
-        setup_django(args.database_url, str(Path(tmp) / "unused.sqlite3"))
+        setup_django(args.database_url, str(Path(tmp) / "unused.sqlite3"), migrate=False)
         results = [bench_size(size, args) for size in sizes]
     for result in results:
         print(

@@ -14,26 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def _setup_django(database_url: str, db_path: str) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "stagemap_site.settings"
-    os.environ["DATABASE_URL"] = database_url or f"sqlite:///{db_path}"
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+from _django import setup_django
 
 
 def _field(size: int, records_per_value: int):
@@ -97,7 +82,8 @@ def _row(value, stage_pk) -> dict:
     return data
 
 
-def _measure(client, size: int, args, lost: int) -> None:
+def _measure(client, size: int, args, lost: int) -> dict:
+    """Times of the page of a new field with `size` values: render, save 1 row, save a page."""
     field_mapping, values = _field(size, args.records_per_value)
     url = f"/admin/mappings/fieldmapping/{field_mapping.pk}/change/"
     options = {"direction": field_mapping.direction,
@@ -105,10 +91,10 @@ def _measure(client, size: int, args, lost: int) -> None:
     client.get(url)  # warm caches
     seconds, response = _timed(lambda: client.get(url), args.runs)
     assert response.status_code == 200, response.status_code
-    print(f"{size:>6} values  render      {seconds * 1000:8.1f} ms  "
-          f"{len(response.content) / 1024:8.1f} KB  {_queries(lambda: client.get(url))} queries")
+    result = {"values": size, "render_ms": seconds * 1000, "kb": len(response.content) / 1024,
+              "render_queries": _queries(lambda: client.get(url))}
     if args.render_only:
-        return
+        return result
 
     def post(data):
         reply = client.post(url, data)
@@ -119,8 +105,7 @@ def _measure(client, size: int, args, lost: int) -> None:
         return {**options, **_row(value, lost if value.stage_id != lost else None)}
 
     seconds, _ = _timed(post, args.runs, one_row)
-    print(f"{size:>6} values  save 1 row  {seconds * 1000:8.1f} ms  "
-          f"{_count_post(post, one_row()):>20} queries")
+    result.update(save_row_ms=seconds * 1000, save_row_queries=_count_post(post, one_row()))
 
     def whole_page(page=values[:100]):
         data = dict(options)
@@ -131,9 +116,35 @@ def _measure(client, size: int, args, lost: int) -> None:
         return data
 
     seconds, _ = _timed(post, args.runs, whole_page)
-    queries = _count_post(post, whole_page())
-    print(f"{size:>6} values  save a page {seconds * 1000:8.1f} ms  {queries:>20} queries "
-          "(100 rows posted, 1 changed)")
+    result.update(save_page_ms=seconds * 1000, save_page_queries=_count_post(post, whole_page()))
+    return result
+
+
+def _print(r: dict) -> None:
+    size = r["values"]
+    print(f"{size:>6} values  render      {r['render_ms']:8.1f} ms  {r['kb']:8.1f} KB  "
+          f"{r['render_queries']} queries")
+    if "save_row_ms" in r:
+        print(f"{size:>6} values  save 1 row  {r['save_row_ms']:8.1f} ms  "
+              f"{r['save_row_queries']:>20} queries")
+        print(f"{size:>6} values  save a page {r['save_page_ms']:8.1f} ms  "
+              f"{r['save_page_queries']:>20} queries (100 rows posted, 1 changed)")
+
+
+def mapping_page_measure(size: int, *, runs: int = 5, records_per_value: int = 4) -> dict:
+    """`_measure` as a staff superuser, in the database Django is set up with."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from mappings.models import Stage
+
+    user = get_user_model().objects.filter(username="bench").first()
+    if user is None:
+        user = get_user_model().objects.create_superuser("bench", "b@example.com", "pw")
+    client = Client()
+    client.force_login(user)
+    args = argparse.Namespace(runs=runs, records_per_value=records_per_value, render_only=False)
+    return _measure(client, size, args, Stage.objects.get(key="lost").pk)
 
 
 def main() -> None:
@@ -147,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
-        _setup_django(args.database_url, str(Path(folder) / "bench.sqlite3"))
+        setup_django(args.database_url, str(Path(folder) / "bench.sqlite3"))
         from django.contrib.auth import get_user_model
         from django.test import Client
 
@@ -160,7 +171,7 @@ def main() -> None:
         print(f"database: {os.environ['DATABASE_URL'].split(':')[0]}, "
               f"{args.records_per_value} records per value, median of {args.runs} runs")
         for size in (int(s) for s in args.sizes.split(",")):
-            _measure(client, size, args, lost)
+            _print(_measure(client, size, args, lost))
 
 
 if __name__ == "__main__":

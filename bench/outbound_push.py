@@ -9,11 +9,7 @@ the client's HTTP requests (network + emulator + JSON decoding); stagemap's shar
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -21,82 +17,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import requests
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _django import setup_django
+from _emulator import Control, start_emulator, stop_emulator
 
 TARGET_STAGE = "lost"  # Status "Closed - Not Converted" is offered by every record type
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Control:
-    """The emulator's /_emulator/ control endpoint."""
-
-    def __init__(self, creds: dict) -> None:
-        self.base = creds["instance_url"].rstrip("/") + "/_emulator/"
-        self.headers = {creds["control_header"]: creds["control_token"]}
-        self.verify = creds["ca_path"]
-
-    def __call__(self, name: str, **kwargs):
-        response = requests.post(
-            self.base + name, json=kwargs, headers=self.headers, verify=self.verify, timeout=120
-        )
-        response.raise_for_status()
-        body = response.json()
-        return body.get("result", body) if isinstance(body, dict) else body
-
-
-def _start_emulator(data_dir: str, size: int) -> tuple[subprocess.Popen, dict]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "salesforce_emulator",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            data_dir,
-            "--size",
-            str(size),
-            "--api-limit",
-            "1000000",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("Serving"):
-            break
-    return proc, json.loads((Path(data_dir) / "credentials.json").read_text())
-
-
-def _setup_django(db_path: str, ca_path: str, database_url: str = "") -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "stagemap_site.settings"
-    os.environ["DATABASE_URL"] = database_url or f"sqlite:///{db_path}"
-    os.environ["STAGEMAP_SALESFORCE_CA_BUNDLE"] = ca_path
-    # As in production: with DEBUG on, Django formats and keeps every query it runs.
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
-def _prepare(creds: dict, changes: int, *, one_by_one: bool = False):
+def _prepare(creds: dict, changes: int, *, one_by_one: bool = False, name: str = "Bench org"):
     """Connection, Status + Lifecycle mappings, a full inbound read, then N local changes."""
     from connections import crypto
     from connections.models import Connection
@@ -109,7 +36,7 @@ def _prepare(creds: dict, changes: int, *, one_by_one: bool = False):
     from tests.sync.outbound_factories import lifecycle_mapping
 
     connection = Connection.objects.create(
-        name="Bench org",
+        name=name,
         auth_method=Connection.AuthMethod.CLIENT_CREDENTIALS,
         login_url=creds["login_url"],
         consumer_key=creds["consumer_key"],
@@ -192,6 +119,75 @@ def _timed_requests():
     return spent
 
 
+def push_measure(creds: dict, changes: int, *, one_by_one: bool = False, profile: str = "",
+                 name: str = "Bench org") -> dict:
+    """Prepare `changes` local stage changes on a connection to the emulator of `creds` (in
+    the database Django is set up with), push them and measure: calls by kind, wall time,
+    time inside Salesforce calls, stagemap's share."""
+    from connections.salesforce import SalesforceClient
+    from sync.models import SyncedRecord
+    from sync.services.outbound import sync_run_push
+
+    control = Control(creds)
+    connection, inbound_seconds = _prepare(creds, changes, one_by_one=one_by_one, name=name)
+    untimed = SalesforceClient._request, SalesforceClient.save_usage
+    spent = _timed_requests()
+    try:
+        control("clear_request_log")
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        started = time.perf_counter()
+        run = sync_run_push(connection=connection)
+        total = time.perf_counter() - started
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+    finally:
+        SalesforceClient._request, SalesforceClient.save_usage = untimed
+    log = control("request_log")
+    kinds: dict[str, int] = {}
+    for entry in log:
+        kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
+    composite = kinds.get("composite", 0)
+    reads = kinds.get("query", 0) + kinds.get("queryMore", 0)
+    ours = total - spent["seconds"]
+    return {
+        "changes": changes,
+        "inbound_seconds": inbound_seconds,
+        "status": run.status,
+        "pushed": run.pushed,
+        "failed": run.failed,
+        "pending": SyncedRecord.objects.filter(
+            connection=connection, outbound_state="pending"
+        ).count(),
+        "composite": composite,
+        "expected_composite": math.ceil(changes / 200),
+        "reads": reads,
+        "other": sum(kinds.values()) - composite - reads,
+        "api_calls": run.api_calls,
+        "seconds": total,
+        "salesforce_seconds": spent["seconds"],
+        "requests": spent["calls"],
+        "usage_seconds": spent["usage_seconds"],
+        "stagemap_seconds": ours,
+        "share": ours / total if total else 0.0,
+        "pipelined": bool(run.details.get("pipelined")),
+    }
+
+
+def push_targets_met(result: dict) -> bool:
+    return (
+        result["composite"] == result["expected_composite"]
+        and result["reads"] <= 10
+        and result["share"] < 0.25
+        and result["pushed"] == result["changes"]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--changes", type=int, default=10_000)
@@ -208,65 +204,39 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        proc, creds = _start_emulator(str(Path(tmp) / "org"), args.size)
+        proc, creds = start_emulator(args.size, str(Path(tmp) / "org"), api_limit=1_000_000)
         try:
             ready = time.perf_counter() - started
-            _setup_django(str(Path(tmp) / "stagemap.sqlite3"), creds["ca_path"], args.database_url)
-            control = Control(creds)
-            connection, inbound_seconds = _prepare(creds, args.changes, one_by_one=args.one_by_one)
-
-            from sync.models import SyncedRecord
-            from sync.services.outbound import sync_run_push
-
-            spent = _timed_requests()
-            control("clear_request_log")
-            profiler = None
-            if args.profile:
-                import cProfile
-
-                profiler = cProfile.Profile()
-                profiler.enable()
-            started = time.perf_counter()
-            run = sync_run_push(connection=connection)
-            total = time.perf_counter() - started
-            if profiler is not None:
-                profiler.disable()
-                profiler.dump_stats(args.profile)
-            log = control("request_log")
+            setup_django(args.database_url, str(Path(tmp) / "stagemap.sqlite3"),
+                         ca_path=creds["ca_path"])
+            r = push_measure(creds, args.changes, one_by_one=args.one_by_one,
+                             profile=args.profile or "")
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
-    kinds: dict[str, int] = {}
-    for entry in log:
-        kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
-    composite = kinds.get("composite", 0)
-    reads = kinds.get("query", 0) + kinds.get("queryMore", 0)
-    other = sum(kinds.values()) - composite - reads
-    expected = math.ceil(args.changes / 200)
-    ours = total - spent["seconds"]
-    share = ours / total if total else 0.0
-    pending = SyncedRecord.objects.filter(outbound_state="pending").count()
+            stop_emulator(proc)
     print(
         f"emulator seeded with {args.size} leads and started in {ready:.1f} s; "
-        f"full inbound read {inbound_seconds:.1f} s"
+        f"full inbound read {r['inbound_seconds']:.1f} s"
     )
     print(
         f"push of {args.changes} stage changes (Status + Lifecycle_Stage__c): "
-        f"status {run.status}, pushed {run.pushed}, failed {run.failed}, still pending {pending}"
+        f"status {r['status']}, pushed {r['pushed']}, failed {r['failed']}, "
+        f"still pending {r['pending']}"
     )
-    print(f"  collection calls: {composite} (expected ceil({args.changes}/200) = {expected})")
+    print(f"  collection calls: {r['composite']} (expected ceil({args.changes}/200) = "
+          f"{r['expected_composite']})")
     print(
-        f"  reads (query + queryMore): {reads}; other calls: {other}; "
-        f"run.api_calls = {run.api_calls}"
+        f"  reads (query + queryMore): {r['reads']}; other calls: {r['other']}; "
+        f"run.api_calls = {r['api_calls']}"
     )
     print(
-        f"  wall time {total:.2f} s, in Salesforce calls {spent['seconds']:.2f} s "
-        f"({spent['calls']} requests), stagemap {ours:.2f} s = {share:.1%} of the push"
+        f"  wall time {r['seconds']:.2f} s, in Salesforce calls {r['salesforce_seconds']:.2f} s "
+        f"({r['requests']} requests), stagemap {r['stagemap_seconds']:.2f} s = "
+        f"{r['share']:.1%} of the push"
     )
-    print(f"  of which the client saving API usage after each call: {spent['usage_seconds']:.2f} s")
-    print(f"  pipelined (calls in a sender thread): {bool(run.details.get('pipelined'))}")
-    print(f"  {args.changes / total:,.0f} records/s")
-    ok = composite == expected and reads <= 10 and share < 0.25 and run.pushed == args.changes
+    print(f"  of which the client saving API usage after each call: {r['usage_seconds']:.2f} s")
+    print(f"  pipelined (calls in a sender thread): {r['pipelined']}")
+    print(f"  {args.changes / r['seconds']:,.0f} records/s")
+    ok = push_targets_met(r)
     print("PASS" if ok else "FAIL", "(targets: exact collection calls, <= 10 reads, share < 25%)")
     sys.exit(0 if ok else 1)
 
