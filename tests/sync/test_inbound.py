@@ -530,3 +530,26 @@ def test_first_sync_stores_text_that_needs_escaping(emulator, org_connection, le
     assert second.name.endswith("\\N")
     assert second.stage is None
     assert run.details["unmapped_values"] == {odd_status: 1}
+
+
+def test_a_run_counts_every_unmapped_record_and_names_its_50_commonest_values(db):
+    from sync.services.inbound import _unmapped
+    from sync.services.inbound.plans import ObjectPlan
+    from tests.sync.factories import ConnectionFactory, SyncedRecordFactory
+
+    connection = ConnectionFactory()
+    for n in range(55):  # value V00 on 1 record ... V54 on 55 (3 at most per value below)
+        SyncedRecordFactory.create_batch(min(n + 1, 3), connection=connection,
+                                         raw_value=f"V{n:02d}")
+    SyncedRecordFactory.create_batch(4, connection=connection, raw_value="")  # cleared field
+    SyncedRecordFactory(connection=connection, raw_value="V99", is_deleted=True)
+    SyncedRecordFactory(connection=connection, raw_value="V98", object_name="Contact")
+    plan = ObjectPlan(object_name="Lead", inbound=None, raw_field=None)
+
+    total, values = _unmapped(connection=connection, plan=plan)
+
+    assert total == 1 + 2 + 53 * 3 + 4
+    assert len(values) == 50 and "" not in values
+    # The commonest first, ties by value: the 53 values on 3 records, less the last three.
+    assert list(values) == [f"V{n:02d}" for n in range(2, 52)]
+    assert set(values.values()) == {3}

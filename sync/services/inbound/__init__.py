@@ -12,7 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.utils import timezone
 
 from connections.models import Connection
@@ -329,9 +329,8 @@ def _run_finish(
             moved_since=run_start,
             funnel=writer.resolver.funnel,
         )
-    run.unmapped = _unmapped_total(connection=connection, plan=plan) if plan.inbound else 0
-    run.details["unmapped_values"] = (
-        _unmapped_values(connection=connection, plan=plan) if plan.inbound else {}
+    run.unmapped, run.details["unmapped_values"] = (
+        _unmapped(connection=connection, plan=plan) if plan.inbound else (0, {})
     )
 
 
@@ -353,13 +352,10 @@ def _where(*, cursor: SyncCursor | None, start: datetime | None, lookback: timed
     return ""
 
 
-def _unmapped_total(*, connection, plan: ObjectPlan) -> int:
-    return SyncedRecord.objects.filter(
-        connection=connection, object_name=plan.object_name, stage__isnull=True, is_deleted=False
-    ).count()
-
-
-def _unmapped_values(*, connection, plan: ObjectPlan, limit: int = 50) -> dict[str, int]:
+def _unmapped(*, connection, plan: ObjectPlan, limit: int = 50) -> tuple[int, dict[str, int]]:
+    """Live records without a stage, and the `limit` commonest of their values: one scan of
+    the object's records (a second cost ~0.17 s at 100,000 on SQLite), grouped by value, of
+    which there are no more than the field has."""
     rows = (
         SyncedRecord.objects.filter(
             connection=connection,
@@ -367,9 +363,12 @@ def _unmapped_values(*, connection, plan: ObjectPlan, limit: int = 50) -> dict[s
             stage__isnull=True,
             is_deleted=False,
         )
-        .filter(~Q(raw_value=""))
         .values("raw_value")
         .annotate(n=Count("pk"))
-        .order_by("-n", "raw_value")[:limit]
+        .order_by()
     )
-    return {row["raw_value"]: row["n"] for row in rows}
+    counts = {row["raw_value"]: row["n"] for row in rows}
+    total = sum(counts.values())
+    counts.pop("", None)
+    commonest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return total, dict(commonest)
