@@ -20,23 +20,17 @@ from simple_salesforce import exceptions as sf_exceptions
 from connections import crypto
 from connections.salesforce.errors import (
     CODE_BUDGET,
-    CODE_LIMIT,
     CODE_MALFORMED,
     CODE_PAUSED,
-    CODE_TLS,
     DETAIL_SHAPE,
     ERR_BAD_NAME,
     ERR_BUDGET,
     ERR_EMPTY_RESULT,
-    ERR_LIMIT,
-    ERR_NOT_JSON,
-    ERR_OUTCOME_UNKNOWN,
     ERR_PAUSED,
     ERR_QUERY_OVERFLOW,
     ERR_QUERY_REPEATED,
     ERR_RESULT_COUNT,
     ERR_SESSION_REJECTED,
-    ERR_TLS,
     ERR_TRANSIENT,
     MAX_FIELD_TEXT,
     WHAT_CALL,
@@ -67,7 +61,6 @@ from connections.salesforce.parsing import (
     _malformed,
     _next_records_url,
     _object_describe,
-    _parse_error,
     _parsing,
     _query_total,
     _record_type_picklists,
@@ -77,7 +70,7 @@ from connections.salesforce.parsing import (
 )
 from connections.salesforce.retry import (
     _backoff,
-    never_sent,
+    transient_failure,
 )
 from connections.salesforce.soql import (
     _RECORD_TYPE_ID,
@@ -271,21 +264,6 @@ class SalesforceClient:
 
     # -- the one place a request is made -------------------------------------------------
 
-    def _error(self, exc: sf_exceptions.SalesforceError) -> SalesforceError | None:
-        """Our exception for a Salesforce error response, or None when it is transient."""
-        status = getattr(exc, "status", None)
-        code, message, fields = _parse_error(getattr(exc, "content", None), self._secret_values())
-        if code == CODE_LIMIT:
-            return ApiLimitExceeded(
-                ERR_LIMIT.format(message=message), code=code, status=status, fields=fields
-            )
-        if status is not None and status >= 500:
-            return None
-        if not code:
-            code = {404: "NOT_FOUND"}.get(status, f"HTTP_{status}")
-        text = f"{code}: {message}" if message else code
-        return SalesforceError(text, code=code, status=status, fields=fields)
-
     def _request(
         self, call: Callable[[Salesforce], Any], *, budget: bool = True, idempotent: bool = True
     ) -> Any:
@@ -304,7 +282,6 @@ class SalesforceClient:
                 if budget:
                     self._check_budget()
                 self.api_calls += 1
-                status = None
                 try:
                     return call(self._sf)
                 except sf_exceptions.SalesforceExpiredSession:
@@ -316,31 +293,11 @@ class SalesforceClient:
                     reauthenticated = True
                     self.authenticate()
                     continue
-                except sf_exceptions.SalesforceError as exc:
-                    error = self._error(exc)
-                    if error is not None:
-                        raise error from None
-                    status = exc.status
-                    code, _, _ = _parse_error(exc.content, self._secret_values())
-                    reason = f"HTTP {status} {code}".strip()
-                except requests.exceptions.SSLError:
+                except Exception as exc:
                     host = urlparse(self._token.instance_url).hostname if self._token else ""
-                    raise SalesforceError(ERR_TLS.format(host=host), code=CODE_TLS) from None
-                except (
-                    requests.exceptions.ConnectionError,
-                    requests.exceptions.Timeout,
-                    requests.exceptions.ChunkedEncodingError,
-                ) as exc:
-                    reason = type(exc).__name__
-                    if not idempotent and not never_sent(exc):
-                        raise TransientError(
-                            ERR_OUTCOME_UNKNOWN.format(reason=reason), code="TRANSIENT"
-                        ) from None
-                # A JSON document nested too deep to parse raises RecursionError.
-                except (ValueError, RecursionError):
-                    raise SalesforceError(
-                        ERR_NOT_JSON.format(status="?"), code="NOT_JSON"
-                    ) from None
+                    reason, status = transient_failure(
+                        exc, secrets=self._secret_values(), host=host, idempotent=idempotent
+                    )
                 attempt += 1
                 if attempt > retries:
                     raise TransientError(
