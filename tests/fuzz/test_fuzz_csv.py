@@ -266,6 +266,23 @@ def _totals(output: str) -> list[int]:
     return [int(n) for n in found.groups() if n is not None]
 
 
+def _dry_run_then_apply(command, *args):
+    """The command's dry run (nothing may change), then the real run, which must succeed
+    exactly when the dry run did and change nothing when it fails. Returns the snapshots
+    before and after, the dry run's output and the real run's (None when it refused)."""
+    before = _snapshot()
+    ok, dry = _run(command, *args, "--dry-run")
+    assert _snapshot() == before
+    applied, output = _run(command, *args)
+    after = _snapshot()
+    assert applied == ok
+    event("applied" if applied else "refused")
+    if not applied:
+        assert after == before
+        return before, after, dry, None
+    return before, after, dry, output
+
+
 @FUZZ
 @given(file=files(MAPPING_CELLS, VALID_MAPPING_CELLS))
 def test_import_mappings_command_refuses_or_applies_what_it_says(lead_status, tmp_path, file):
@@ -274,15 +291,8 @@ def test_import_mappings_command_refuses_or_applies_what_it_says(lead_status, tm
     path.write_bytes(data)
 
     def check():
-        before = _snapshot()
-        ok, dry = _run("import_mappings", CONNECTION, str(path), "--dry-run")
-        assert _snapshot() == before
-        applied, output = _run("import_mappings", CONNECTION, str(path))
-        after = _snapshot()
-        assert applied == ok
-        event("applied" if applied else "refused")
-        if not applied:
-            assert after == before
+        before, after, dry, output = _dry_run_then_apply("import_mappings", CONNECTION, str(path))
+        if output is None:
             return
         (changed,) = _totals(output)
         assert _totals(dry) == [changed]
@@ -301,15 +311,8 @@ def test_import_stages_command_refuses_or_applies_what_it_says(db, tmp_path, fil
     path.write_bytes(data)
 
     def check():
-        before = _snapshot()
-        ok, dry = _run("import_stages", str(path), "--dry-run")
-        assert _snapshot() == before
-        applied, output = _run("import_stages", str(path))
-        after = _snapshot()
-        assert applied == ok
-        event("applied" if applied else "refused")
-        if not applied:
-            assert after == before
+        before, after, dry, output = _dry_run_then_apply("import_stages", str(path))
+        if output is None:
             return
         created, updated = _totals(output)
         assert _totals(dry) == [created, updated]

@@ -147,14 +147,18 @@ def _post_connection(client, url, method, data, secret_field, secret):
     return data, response
 
 
-@FUZZ
-@given(
+# A connection form post: auth method, fuzzed fields (some dropped) and a marked secret.
+connection_posts = given(
     method=st.sampled_from(AUTH_METHODS),
     values=connection_values,
     dropped=dropped_connection_fields,
     secret_field=st.sampled_from(SECRET_FIELDS),
     secret=secret_text,
 )
+
+
+@FUZZ
+@connection_posts
 def test_connection_add_post_is_refused_or_saved(
     stagemap_admin_client, method, values, dropped, secret_field, secret
 ):
@@ -177,13 +181,7 @@ def test_connection_add_post_is_refused_or_saved(
 
 
 @FUZZ
-@given(
-    method=st.sampled_from(AUTH_METHODS),
-    values=connection_values,
-    dropped=dropped_connection_fields,
-    secret_field=st.sampled_from(SECRET_FIELDS),
-    secret=secret_text,
-)
+@connection_posts
 def test_connection_change_post_is_refused_or_saved(
     stagemap_admin_client, method, values, dropped, secret_field, secret
 ):
