@@ -410,6 +410,9 @@ def _situation_update_sql(model, rows: int) -> str:
     )
 
 
+UPDATE_FROM_SQLITE = (3, 33, 0)
+
+
 def rows_per_update(width: int) -> int:
     """Rows per `pk_values_update` statement of `width` values a row (the pk included): as
     many as SQLite takes parameters; on PostgreSQL a size whose statement stays small."""
@@ -430,6 +433,9 @@ def pk_values_update(*, model, fields: list[str], objs: list, per_statement: int
     if not objs or not fields:
         return 0
     db = transaction.get_connection()
+    if db.vendor == "sqlite" and sqlite3.sqlite_version_info < UPDATE_FROM_SQLITE:
+        # UPDATE ... FROM came in SQLite 3.33; Django 5.2 runs on 3.31 too.
+        return model.objects.bulk_update(list({obj.pk: obj for obj in objs}.values()), fields)
     meta = model._meta
     model_fields = [meta.get_field(name) for name in dict.fromkeys(fields)]
     # One row per pk: UPDATE ... FROM picks an unspecified one of several matches.

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db.models import Model
+from django.test.utils import CaptureQueriesContext
 
 from mappings.models import Stage
 from sync import db
@@ -172,3 +173,23 @@ def test_nothing_to_write_runs_no_statement(written, django_assert_num_queries):
     with django_assert_num_queries(0):
         assert db.pk_values_update(model=SyncedRecord, fields=["name"], objs=[]) == 0
         assert db.pk_values_update(model=SyncedRecord, fields=[], objs=[record]) == 0
+
+
+def test_sqlite_before_update_from_writes_through_bulk_update(written, monkeypatch):
+    connection, value, stage, start = written
+    if db.transaction.get_connection().vendor != "sqlite":
+        pytest.skip("an SQLite version check")
+    monkeypatch.setattr(db.sqlite3, "sqlite_version_info", (3, 32, 3))
+    records = _records(connection, 3, **start)
+    for n, record in enumerate(records):
+        _changed(record, n, value, stage)
+
+    with CaptureQueriesContext(db.transaction.get_connection()) as queries:
+        updated = db.pk_values_update(model=SyncedRecord, fields=WRITTEN,
+                                      objs=[*records, records[0]])
+
+    assert updated == 3
+    statements = " ".join(query["sql"] for query in queries.captured_queries)
+    assert "CASE WHEN" in statements and "VALUES" not in statements
+    stored = SyncedRecord.objects.filter(pk__in=[r.pk for r in records])
+    assert {r.pk: _columns(r) for r in stored} == {r.pk: _columns(r) for r in records}
