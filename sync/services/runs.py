@@ -402,11 +402,9 @@ def run_lease(
         handle._sync_api_calls()
         code = getattr(exc, "code", "")
         message = getattr(exc, "message", str(exc))
-        run_finish(
-            run=run,
-            status=SyncRun.Status.FAILED,
-            error=f"{code}: {message}" if code else message,
-        )
+        # A Salesforce error's message often begins with its code already.
+        prefix = f"{code}: " if code and not message.startswith(code) else ""
+        run_finish(run=run, status=SyncRun.Status.FAILED, error=prefix + message)
         logger.warning("%s failed: %s", run, run.error)
     except BaseException as exc:
         handle._sync_api_calls()

@@ -5,7 +5,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from connections.salesforce import ApiBudgetExhausted, ApiLimitExceeded, TransientError
+from connections.salesforce import (
+    ApiBudgetExhausted,
+    ApiLimitExceeded,
+    SalesforceError,
+    TransientError,
+)
 from sync.models import SyncLease, SyncRun
 from sync.services.runs import (
     BUDGET_STOPPED,
@@ -113,7 +118,15 @@ def test_salesforce_errors_fail_the_run_without_raising():
         raise TransientError("503 again", code="TRANSIENT")
     lease.run.refresh_from_db()
     assert lease.run.status == SyncRun.Status.FAILED
-    assert "503 again" in lease.run.error
+    assert lease.run.error == "TRANSIENT: 503 again"
+
+
+def test_a_code_the_message_already_begins_with_is_not_repeated():
+    connection = ConnectionFactory()
+    with run_lease(connection, SyncRun.Kind.DELTA) as lease:
+        raise SalesforceError("INVALID_FIELD: No such column 'Foo__c'", code="INVALID_FIELD")
+    lease.run.refresh_from_db()
+    assert lease.run.error == "INVALID_FIELD: No such column 'Foo__c'"
 
 
 def test_bugs_fail_the_run_and_propagate():
