@@ -237,8 +237,7 @@ class RowsInsert:
         One statement per ~1,300 rows runs them all with the lock released. The driver's own
         cursor: Django's rewrites `%s` to `?` in the whole (long) statement every time.
         """
-        limit = self.db.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        per_statement = limit // self.width
+        per_statement = rows_per_statement(self.width)
         for start in range(0, len(rows), per_statement):
             part = rows[start : start + per_statement]
             sql = self._multi_sql.get(len(part))
@@ -413,9 +412,10 @@ def _situation_update_sql(model, rows: int) -> str:
 UPDATE_FROM_SQLITE = (3, 33, 0)
 
 
-def rows_per_update(width: int) -> int:
-    """Rows per `pk_values_update` statement of `width` values a row (the pk included): as
-    many as SQLite takes parameters; on PostgreSQL a size whose statement stays small."""
+def rows_per_statement(width: int) -> int:
+    """Rows per multi-row statement of `width` values a row (inserts, `pk_values_update` with
+    the pk): as many as SQLite takes parameters; on PostgreSQL a size whose statement stays
+    small."""
     db = transaction.get_connection()
     if db.vendor == "sqlite":
         db.ensure_connection()
@@ -446,7 +446,7 @@ def pk_values_update(*, model, fields: list[str], objs: list, per_statement: int
         for pk, obj in by_pk.items()
     ]
     width = 1 + len(model_fields)
-    step = per_statement or rows_per_update(width)
+    step = per_statement or rows_per_statement(width)
     updated = 0
     with db.cursor() as cursor:
         for start in range(0, len(rows), step):

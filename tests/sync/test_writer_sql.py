@@ -136,7 +136,7 @@ def test_nulls_are_filled_again(written):
 @pytest.mark.parametrize("per_statement", [3, None])
 def test_rows_across_a_chunk_boundary_are_all_written(written, per_statement):
     connection, value, stage, start = written
-    size = per_statement or db.rows_per_update(1 + len(WRITTEN))
+    size = per_statement or db.rows_per_statement(1 + len(WRITTEN))
     # One full statement and one more row (the full chunked case: 2 x 3 and one).
     count = size * 2 + 1 if per_statement else size + 1
     records = SyncedRecord.objects.bulk_create(
