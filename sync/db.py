@@ -433,13 +433,13 @@ def pk_values_update(*, model, fields: list[str], objs: list, per_statement: int
     if not objs or not fields:
         return 0
     db = transaction.get_connection()
-    if db.vendor == "sqlite" and sqlite3.sqlite_version_info < UPDATE_FROM_SQLITE:
-        # UPDATE ... FROM came in SQLite 3.33; Django 5.2 runs on 3.31 too.
-        return model.objects.bulk_update(list({obj.pk: obj for obj in objs}.values()), fields)
-    meta = model._meta
-    model_fields = [meta.get_field(name) for name in dict.fromkeys(fields)]
     # One row per pk: UPDATE ... FROM picks an unspecified one of several matches.
     by_pk = {obj.pk: obj for obj in objs}
+    if db.vendor == "sqlite" and sqlite3.sqlite_version_info < UPDATE_FROM_SQLITE:
+        # UPDATE ... FROM came in SQLite 3.33; Django 5.2 runs on 3.31 too.
+        return model.objects.bulk_update(list(by_pk.values()), fields)
+    meta = model._meta
+    model_fields = [meta.get_field(name) for name in dict.fromkeys(fields)]
     prepare = [(f.attname, _db_value(f, db)) for f in model_fields]
     rows = [
         (pk, *[prep(getattr(obj, attname)) for attname, prep in prepare])
