@@ -32,7 +32,7 @@ soak: $(STAMP)
 		$(PY) -m pytest tests/sync/test_fault_matrix.py::test_sync_converges_after_faults
 
 # Every benchmark as one markdown table on SQLite and PostgreSQL, written to bench/RESULTS.md
-# (tens of minutes; PostgreSQL skipped when not reachable), e.g. make bench BENCH_ARGS=--quick.
+# (about 10 minutes; PostgreSQL skipped when not reachable), e.g. make bench BENCH_ARGS=--quick.
 bench: $(STAMP)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
