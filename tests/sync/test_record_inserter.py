@@ -1,7 +1,9 @@
 """The bulk insert path of a first full sync (multi-row INSERTs on SQLite, COPY on PostgreSQL)."""
 
+import sqlite3
+
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from sync.models import SyncedRecord
@@ -35,10 +37,12 @@ def test_pages_longer_than_one_statement_are_stored_whole():
     connection = ConnectionFactory()
     inserter = RecordInserter(connection=connection, object_name="Lead")
     contacted = stage("contacted").pk
-    # More rows than one SQLite statement takes parameters for (about 1,300 at 25 columns).
+    # More rows than one SQLite statement takes parameters for (about 2,300 at 14 columns; the
+    # 11 columns every row shares are bound once a statement).
     rows = [_row(inserter, number, contacted) for number in range(3000)]
+    now = timezone.now()
 
-    inserter.insert(rows, now=timezone.now())
+    inserter.insert(rows, now=now)
 
     stored = SyncedRecord.objects.filter(connection=connection)
     assert stored.count() == 3000
@@ -48,6 +52,48 @@ def test_pages_longer_than_one_statement_are_stored_whole():
     assert last.company == "Back\\slash"
     assert last.field_values == {"Status": "Working - Contacted"}
     assert last.outbound_state == SyncedRecord.OutboundState.CLEAN
+    # The shared columns reached the rows of every statement.
+    for record in (stored.get(sf_id=f"00Q{0:015d}"), last):
+        assert (record.object_name, record.created_at, record.updated_at) == ("Lead", now, now)
+        assert record.stage_source == SyncedRecord.StageSource.SALESFORCE
+        assert record.last_pushed_values == {} and record.is_deleted is False
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's parameter limit")
+def test_a_low_parameter_limit_splits_the_insert_into_more_statements():
+    db = transaction.get_connection()
+    db.ensure_connection()
+    limit = db.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    # 11 shared columns and 14 a row: three rows a statement.
+    db.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 11 + 3 * 14)
+    try:
+        record_connection = ConnectionFactory()
+        inserter = RecordInserter(connection=record_connection, object_name="Lead")
+        contacted = stage("contacted").pk
+        prepared = inserter.prepare(
+            [_row(inserter, number, contacted) for number in range(10)], now=timezone.now()
+        )
+        assert [len(params) for _sql, params in prepared] == [11 + 3 * 14] * 3 + [11 + 14]
+        inserter.write(prepared)
+    finally:
+        db.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+
+    stored = SyncedRecord.objects.filter(connection=record_connection)
+    assert sorted(stored.values_list("sf_id", flat=True)) == [f"00Q{n:015d}" for n in range(10)]
+
+
+def test_a_page_is_inserted_in_salesforce_id_order():
+    record_connection = ConnectionFactory()
+    inserter = RecordInserter(connection=record_connection, object_name="Lead")
+    contacted = stage("contacted").pk
+    numbers = [7, 2, 9, 0, 5]
+
+    inserter.insert([_row(inserter, n, contacted) for n in numbers], now=timezone.now())
+
+    by_pk = SyncedRecord.objects.filter(connection=record_connection).order_by("pk")
+    assert list(by_pk.values_list("sf_id", flat=True)) == [
+        f"00Q{n:015d}" for n in sorted(numbers)
+    ]
 
 
 def test_a_record_already_stored_fails_the_insert_and_stores_nothing_of_it():
