@@ -215,12 +215,7 @@ def _pages_write(
 ) -> None:
     """Read the query's pages and write each in its own transaction (see `_page_write`)."""
     run = lease.run
-    # Rows to insert are built (no database work) where the page is read: with prefetching, in
-    # the reading thread, while this one is inside the database driver writing the page before.
-    pages = (
-        (page, writer.prepare_new(page) if optimistic and page else None)
-        for page in client.query(soql, batch_size=settings.STAGEMAP_SYNC_PAGE_SIZE)
-    )
+    pages = client.query(soql, batch_size=settings.STAGEMAP_SYNC_PAGE_SIZE)
     # Inside an outer transaction (tests, callers that wrap the run) another thread could not
     # see or wait for our rows, so pages are then read in this thread.
     overlap = settings.STAGEMAP_SYNC_PREFETCH and not transaction.get_connection().in_atomic_block
@@ -229,11 +224,15 @@ def _pages_write(
     # The reading thread leaves the API usage it sees to this one: saved in the page's commit.
     # Closed on the way out, whatever stops the loop: the reading thread stops with it.
     with client.usage_saved_by_caller() if overlap else nullcontext(), closing(pages):
-        for page, prepared in pages:
+        for page in pages:
             if not page:
                 continue
-            if not optimistic:
-                prepared = None  # built before a page showed that records can repeat
+            # Built here, before the page's transaction opens (on SQLite the write lock is then
+            # held only for the INSERT), while the reading thread waits for the next page. Built
+            # in the reading thread instead, it lengthened the chain that reads and parses every
+            # page, which is as long as a bare read already: 1.37x that read against 1.29x here
+            # for 100,000 leads on SQLite.
+            prepared = writer.prepare_new(page) if optimistic else None
             if _page_write(
                 lease=lease,
                 client=client if overlap else None,

@@ -75,6 +75,8 @@ class StageResolver:
 
 
 def _text(value, limit: int) -> str:
+    if value.__class__ is str:  # nearly always: the rest of the checks only then
+        return value[:limit]
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -100,6 +102,7 @@ class PageWriter:
         self.inserter = RecordInserter(connection=connection, object_name=plan.object_name)
         self._adapted: dict[str, object] = {}
         self._json: dict[tuple, str] = {}
+        self._new_stages: dict[tuple, tuple] = {}
 
     def modstamp(self, value: str) -> datetime:
         # Rows of a page share few distinct modstamps: parse each string once.
@@ -156,7 +159,14 @@ class PageWriter:
 
     def _new_stage(self, raw: str, is_converted: bool) -> tuple[int | None, int | None]:
         """(picklist value id, stage id) of a record seen for the first time."""
-        return self.resolver.pv_ids.get(raw), self.resolver.new_stage(raw, is_converted)
+        key = (raw, is_converted)
+        found = self._new_stages.get(key)
+        if found is None:
+            found = self._new_stages[key] = (
+                self.resolver.pv_ids.get(raw),
+                self.resolver.new_stage(raw, is_converted),
+            )
+        return found
 
     def _adapted_modstamp(self, value: str):
         adapted = self._adapted.get(value)
@@ -185,9 +195,9 @@ class PageWriter:
     def new_row(self, row: dict, now_adapted) -> tuple[tuple, bool]:
         """(values in NEW_COLUMNS order, adapted for the insert; whether the stage is unmapped)."""
         raw_field = self.plan.raw_field
-        has = self.has
-        raw = _text(row.get(raw_field), 255) if raw_field else ""
-        is_converted = bool(row.get("IsConverted")) if has["IsConverted"] else False
+        get = row.get
+        raw = _text(get(raw_field), 255) if raw_field else ""
+        is_converted = bool(get("IsConverted")) if self.has["IsConverted"] else False
         pv_id = stage_id = changed_at = None
         unmapped = False
         if self.resolver:
@@ -196,6 +206,8 @@ class PageWriter:
                 unmapped = True
             else:
                 changed_at = now_adapted
+        modstamp = row["SystemModstamp"]
+        adapted = self._adapted.get(modstamp)
         return (
             row["Id"],
             raw,
@@ -203,21 +215,21 @@ class PageWriter:
             stage_id,
             changed_at,
             is_converted,
-            _text(row.get("ConvertedContactId"), 18),
-            _text(row.get("RecordTypeId"), 18),
-            self._adapted_modstamp(row["SystemModstamp"]),
-            _text(row.get("LastModifiedById"), 18),
-            _text(row.get("Name"), 255),
-            _text(row.get("Email"), 255),
-            _text(row.get("Company"), 255),
+            _text(get("ConvertedContactId"), 18),
+            _text(get("RecordTypeId"), 18),
+            self._adapted_modstamp(modstamp) if adapted is None else adapted,
+            _text(get("LastModifiedById"), 18),
+            _text(get("Name"), 255),
+            _text(get("Email"), 255),
+            _text(get("Company"), 255),
             self._field_values_json(row),
         ), unmapped
 
-    def prepare_new(self, rows: list[dict]) -> tuple[list[tuple], dict[str, int], datetime]:
-        """Rows to insert and counts for a page whose records are all new (see `insert_new`).
+    def prepare_new(self, rows: list[dict]) -> tuple[object, dict[str, int]]:
+        """The insert and counts for a page whose records are all new (see `insert_new`).
 
-        Runs before the page's transaction opens (in the prefetch thread when there is one):
-        on SQLite the write lock is then held only for the INSERT, not for this Python work.
+        Runs before the page's transaction opens: on SQLite the write lock is then held only
+        for the INSERT, not for this Python work.
         """
         counts = {"fetched": len(rows), "created": 0, "updated": 0, "unchanged": 0, "unmapped": 0}
         now = timezone.now()
@@ -233,13 +245,13 @@ class PageWriter:
             to_create.append(values)
             counts["unmapped"] += unmapped
         counts["created"] = len(to_create)
-        return to_create, counts, now
+        return (self.inserter.prepare(to_create, now=now) if to_create else None), counts
 
-    def insert_new(self, prepared: tuple[list[tuple], dict[str, int], datetime]) -> dict[str, int]:
+    def insert_new(self, prepared: tuple[object, dict[str, int]]) -> dict[str, int]:
         """Insert a prepared page; IntegrityError when one of its records is stored already."""
-        to_create, counts, now = prepared
-        if to_create:
-            self.inserter.insert(to_create, now=now)
+        insert, counts = prepared
+        if insert is not None:
+            self.inserter.write(insert)
         return counts
 
     def apply(self, rows: list[dict], *, dry_run: bool) -> dict[str, int]:
