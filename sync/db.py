@@ -125,6 +125,11 @@ def ids_update(
     if loaded is not None:
         compared = f"COALESCE(CAST({quote(meta.get_field(loaded_field).column)} AS text), '')"
     count = 0
+    if db_connection.vendor == "postgresql":
+        return _ids_update_arrays(
+            model=model, columns=columns, params=params, pks=pks, loaded=loaded,
+            loaded_field=loaded_field, moved=moved,
+        )
     with db_connection.cursor() as cursor:
         for start in range(0, len(pks), UPDATE_CHUNK):
             chunk = pks[start : start + UPDATE_CHUNK]
@@ -136,6 +141,33 @@ def ids_update(
                 for pk in chunk:
                     where_params += [pk, loaded[pk] or ""]
             cursor.execute(where, [*params, *chunk, *where_params])
+            count += cursor.rowcount
+    return count
+
+
+def _ids_update_arrays(*, model, columns, params, pks, loaded, loaded_field, moved) -> int:
+    """`ids_update` on PostgreSQL: the ids (and the values loaded) as arrays, so a statement
+    has a few parameters instead of three a row, which psycopg splits out of the statement
+    with a regular expression on every call (~0.15 s of a 10,000-record push)."""
+    meta = model._meta
+    quote = db_connection.ops.quote_name
+    pk_column = quote(meta.pk.column)
+    ids = f"CAST(%s AS {meta.pk.cast_db_type(db_connection)}[])"
+    sql = f"UPDATE {quote(meta.db_table)} AS r SET {', '.join(columns)}"
+    if loaded is None:
+        sql += f" WHERE r.{pk_column} = ANY({ids})"
+    else:
+        compared = f"COALESCE(CAST(r.{quote(meta.get_field(loaded_field).column)} AS text), '')"
+        sql += (
+            f" FROM unnest({ids}, CAST(%s AS text[])) AS c(pk, loaded)"
+            f" WHERE r.{pk_column} = c.pk AND {compared} {'<>' if moved else '='} c.loaded"
+        )
+    count = 0
+    with db_connection.cursor() as cursor:
+        for start in range(0, len(pks), UPDATE_CHUNK):
+            chunk = list(pks[start : start + UPDATE_CHUNK])
+            arrays = [chunk] if loaded is None else [chunk, [loaded[pk] or "" for pk in chunk]]
+            cursor.execute(sql, [*params, *arrays])
             count += cursor.rowcount
     return count
 
@@ -447,8 +479,9 @@ def rows_per_statement(width: int) -> int:
 def pk_values_update(*, model, fields: list[str], objs: list, per_statement: int | None = None):
     """Write each object's own values of `fields` to its row, keyed by pk: what
     `bulk_update(objs, fields)` writes, as one UPDATE ... FROM (VALUES (pk, ...), ...) per
-    chunk instead of a CASE WHEN per field and row (built and matched row by row: ~10 s for a
-    delta changing 5,000 records, against ~1 s to read them).
+    chunk on SQLite, UPDATE ... FROM unnest(arrays) on PostgreSQL, instead of a CASE WHEN per
+    field and row (built and matched row by row: ~10 s for a delta changing 5,000 records,
+    against ~1 s to read them).
     Values are prepared by the model's own fields and cast to their column types on
     PostgreSQL as bulk_update's Cast does. Returns rows updated."""
     if not objs or not fields:
@@ -472,12 +505,35 @@ def pk_values_update(*, model, fields: list[str], objs: list, per_statement: int
     with db.cursor() as cursor:
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
-            cursor.execute(
-                _pk_values_update_sql(db.vendor, model, tuple(model_fields), len(chunk)),
-                [value for row in chunk for value in row],
-            )
+            if db.vendor == "postgresql":
+                # One array per column: psycopg splits a statement of thousands of `%s` with a
+                # regular expression on every call (0.46 s of a 5,000-change delta).
+                cursor.execute(
+                    _pk_arrays_update_sql(model, tuple(model_fields)),
+                    [list(column) for column in zip(*chunk, strict=True)],
+                )
+            else:
+                cursor.execute(
+                    _pk_values_update_sql(db.vendor, model, tuple(model_fields), len(chunk)),
+                    [value for row in chunk for value in row],
+                )
             updated += cursor.rowcount
     return updated
+
+
+@functools.lru_cache(maxsize=64)
+def _pk_arrays_update_sql(model, model_fields: tuple) -> str:
+    """UPDATE ... FROM unnest(one array per column) on PostgreSQL, each cast to its column's
+    type as bulk_update's Cast does."""
+    quote = db_connection.ops.quote_name
+    columns = [model._meta.pk, *model_fields]
+    names = [quote(f.column) for f in columns]
+    assignments = ", ".join(f"{name} = t.{name}" for name in names[1:])
+    arrays = ", ".join(f"CAST(%s AS {f.cast_db_type(db_connection)}[])" for f in columns)
+    return (
+        f"UPDATE {quote(model._meta.db_table)} AS r SET {assignments} "
+        f"FROM unnest({arrays}) AS t({', '.join(names)}) WHERE r.{names[0]} = t.{names[0]}"
+    )
 
 
 def _db_value(field, db):
@@ -518,12 +574,6 @@ def _pk_values_update_parts(vendor: str, model, model_fields: tuple) -> tuple[st
     assignments = ", ".join(f"{name} = t.{name}" for name in names[1:])
     head = f"UPDATE {quote(model._meta.db_table)} AS r SET {assignments} FROM "
     where = f" WHERE r.{names[0]} = t.{names[0]}"
-    if vendor == "postgresql":
-        # Client-side binding sends most values as untyped literals: cast each to its column.
-        row = "(" + ", ".join(
-            f"CAST(%s AS {f.cast_db_type(db_connection)})" for f in columns
-        ) + ")"
-        return head + "(VALUES ", row, f") AS t({', '.join(names)}){where}"
     # No casts on SQLite: a CAST to the datetime columns' NUMERIC affinity would mangle the
     # text Django stores there; the column's affinity applies on write as with bulk_update.
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"

@@ -193,3 +193,45 @@ def test_sqlite_before_update_from_writes_through_bulk_update(written, monkeypat
     assert "CASE WHEN" in statements and "VALUES" not in statements
     stored = SyncedRecord.objects.filter(pk__in=[r.pk for r in records])
     assert {r.pk: _columns(r) for r in stored} == {r.pk: _columns(r) for r in records}
+
+
+def _stamps_as_text(pks: list[int]) -> dict[int, str | None]:
+    """As the push loads them (sync.services.outbound.due): the column's own text, or None."""
+    from django.db.models import TextField
+    from django.db.models.functions import Cast
+
+    rows = SyncedRecord.objects.filter(pk__in=pks).annotate(
+        text=Cast("stage_changed_at", TextField())
+    )
+    return dict(rows.values_list("pk", "text"))
+
+
+@pytest.mark.django_db
+def test_ids_update_compares_each_row_with_its_own_loaded_value():
+    """The push's compare-and-set (sync.db.ids_update with `loaded`): only the rows whose
+    stage_changed_at is still what was loaded, or with `moved` only the others."""
+    connection = ConnectionFactory()
+    start = datetime(2026, 1, 5, 10, tzinfo=UTC)
+    records = [
+        SyncedRecordFactory(connection=connection, stage_changed_at=start + timedelta(minutes=n))
+        for n in range(4)
+    ]
+    records.append(SyncedRecordFactory(connection=connection, stage_changed_at=None))
+    pks = [r.pk for r in records]
+    loaded = _stamps_as_text(pks)
+    moved_pk = records[1].pk
+    SyncedRecord.objects.filter(pk=moved_pk).update(stage_changed_at=start + timedelta(days=1))
+
+    kept = db.ids_update(model=SyncedRecord, values={"name": "kept"}, pks=pks, loaded=loaded,
+                         loaded_field="stage_changed_at")
+    moved = db.ids_update(model=SyncedRecord, values={"email": "moved@example.com"}, pks=pks,
+                          loaded=loaded, loaded_field="stage_changed_at", moved=True)
+    everyone = db.ids_update(model=SyncedRecord, values={"company": "All"}, pks=pks[:3])
+
+    assert (kept, moved, everyone) == (4, 1, 3)
+    names = dict(SyncedRecord.objects.filter(pk__in=pks).values_list("pk", "name"))
+    assert [pk for pk in pks if names[pk] == "kept"] == [pk for pk in pks if pk != moved_pk]
+    assert list(
+        SyncedRecord.objects.filter(email="moved@example.com").values_list("pk", flat=True)
+    ) == [moved_pk]
+    assert SyncedRecord.objects.filter(company="All").count() == 3
