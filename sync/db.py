@@ -109,8 +109,9 @@ def ids_update(
 
     With `loaded` ({id: `loaded_field` as loaded, the column's text}), only rows whose field
     has not changed since (a compare-and-set, each row against its own value in one
-    `CASE id WHEN ...`); with `moved` too, only rows whose field has changed. Plain SQL with
-    values prepared by the model's own fields: the queryset costs more to build than to run.
+    `CASE id WHEN ...` on SQLite, a join to the arrays of ids and values on PostgreSQL); with
+    `moved` too, only rows whose field has changed. Plain SQL with values prepared by the
+    model's own fields: the queryset costs more to build than to run.
     """
     meta = model._meta
     quote = db_connection.ops.quote_name
@@ -119,17 +120,17 @@ def ids_update(
         model_field = meta.get_field(name)
         columns.append(f"{quote(model_field.column)} = %s")
         params.append(model_field.get_db_prep_save(value, db_connection))
+    if db_connection.vendor == "postgresql":
+        return _ids_update_arrays(
+            model=model, columns=columns, params=params, pks=pks, loaded=loaded,
+            loaded_field=loaded_field, moved=moved,
+        )
     pk_column = quote(meta.pk.column)
     sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(columns)} WHERE {pk_column} IN"
     compared = ""
     if loaded is not None:
         compared = f"COALESCE(CAST({quote(meta.get_field(loaded_field).column)} AS text), '')"
     count = 0
-    if db_connection.vendor == "postgresql":
-        return _ids_update_arrays(
-            model=model, columns=columns, params=params, pks=pks, loaded=loaded,
-            loaded_field=loaded_field, moved=moved,
-        )
     with db_connection.cursor() as cursor:
         for start in range(0, len(pks), UPDATE_CHUNK):
             chunk = pks[start : start + UPDATE_CHUNK]
