@@ -225,15 +225,10 @@ class RowsInsert:
         self.row_width = len(row_fields)
         # On SQLite the constants are bound once a statement, not once a row: a page then
         # takes a third fewer parameters to bind and fits in one statement.
-        self.insert_sql = (
-            f"INSERT INTO {table} ({columns}) "
-            f"SELECT *, {', '.join(['?'] * len(constant_fields))} FROM (VALUES "
-            if constant_fields
-            else f"INSERT INTO {table} ({columns}) SELECT * FROM (VALUES "
-        )
+        picked = ", ".join(["*", *["?"] * len(constant_fields)])
+        self.insert_sql = f"INSERT INTO {table} ({columns}) SELECT {picked} FROM (VALUES "
         self.row_placeholders = f"({', '.join(['?'] * len(row_fields))})"
         self._multi_sql: dict[int, str] = {}
-        self._per_statement = 0
         self.copy_sql = f"COPY {table} ({columns}) FROM STDIN"
 
     def datetime_value(self, value: datetime | None):
@@ -270,17 +265,14 @@ class RowsInsert:
         # Multi-row INSERTs, as many rows each as SQLite takes parameters: executemany() takes
         # the interpreter lock back after every row, and with the prefetch thread running each
         # row then waits for it (the page's insert took twice as long).
-        if not self._per_statement:
-            self.db.ensure_connection()
-            limit = self.db.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-            self._per_statement = max(1, (limit - len(constants)) // self.row_width)
+        per_statement = rows_per_statement(self.row_width, shared=len(constants))
         statements = []
-        for start in range(0, len(rows), self._per_statement):
-            part = rows[start : start + self._per_statement]
+        for start in range(0, len(rows), per_statement):
+            part = rows[start : start + per_statement]
             sql = self._multi_sql.get(len(part))
             if sql is None:
                 sql = self.insert_sql + ", ".join([self.row_placeholders] * len(part)) + ")"
-                if len(part) == self._per_statement:  # the one size every long page repeats
+                if len(part) == per_statement:  # the one size every long page repeats
                     self._multi_sql[len(part)] = sql
             # The constants' placeholders come first in the statement.
             statements.append((sql, [*constants, *chain.from_iterable(part)]))
@@ -466,14 +458,15 @@ def _situation_update_sql(model, rows: int) -> str:
 UPDATE_FROM_SQLITE = (3, 33, 0)
 
 
-def rows_per_statement(width: int) -> int:
+def rows_per_statement(width: int, *, shared: int = 0) -> int:
     """Rows per multi-row statement of `width` values a row (inserts, `pk_values_update` with
-    the pk): as many as SQLite takes parameters; on PostgreSQL a size whose statement stays
-    small."""
+    the pk) and `shared` values bound once: as many as SQLite takes parameters; on PostgreSQL
+    a size whose statement stays small."""
     db = transaction.get_connection()
     if db.vendor == "sqlite":
         db.ensure_connection()
-        return max(1, db.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+        limit = db.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        return max(1, (limit - shared) // width)
     return 1000
 
 
@@ -515,7 +508,7 @@ def pk_values_update(*, model, fields: list[str], objs: list, per_statement: int
                 )
             else:
                 cursor.execute(
-                    _pk_values_update_sql(db.vendor, model, tuple(model_fields), len(chunk)),
+                    _pk_values_update_sql(model, tuple(model_fields), len(chunk)),
                     [value for row in chunk for value in row],
                 )
             updated += cursor.rowcount
@@ -560,14 +553,14 @@ def _db_value(field, db):
     return prepared
 
 
-def _pk_values_update_sql(vendor: str, model, model_fields: tuple, rows: int) -> str:
-    head, row, tail = _pk_values_update_parts(vendor, model, model_fields)
+def _pk_values_update_sql(model, model_fields: tuple, rows: int) -> str:
+    head, row, tail = _pk_values_update_parts(model, model_fields)
     # Joined per call, not cached whole: 1,000 rows of casts make a statement of ~0.7 MB.
     return head + ", ".join([row] * rows) + tail
 
 
 @functools.lru_cache(maxsize=64)
-def _pk_values_update_parts(vendor: str, model, model_fields: tuple) -> tuple[str, str, str]:
+def _pk_values_update_parts(model, model_fields: tuple) -> tuple[str, str, str]:
     quote = db_connection.ops.quote_name
     pk = model._meta.pk
     columns = [pk, *model_fields]
