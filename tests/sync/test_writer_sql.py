@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db.models import Model
+from django.db.models import Model, TextField
+from django.db.models.functions import Cast
 from django.test.utils import CaptureQueriesContext
 
 from mappings.models import Stage
@@ -197,9 +198,6 @@ def test_sqlite_before_update_from_writes_through_bulk_update(written, monkeypat
 
 def _stamps_as_text(pks: list[int]) -> dict[int, str | None]:
     """As the push loads them (sync.services.outbound.due): the column's own text, or None."""
-    from django.db.models import TextField
-    from django.db.models.functions import Cast
-
     rows = SyncedRecord.objects.filter(pk__in=pks).annotate(
         text=Cast("stage_changed_at", TextField())
     )

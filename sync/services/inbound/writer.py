@@ -102,7 +102,6 @@ class PageWriter:
         self.inserter = RecordInserter(connection=connection, object_name=plan.object_name)
         self._adapted: dict[str, object] = {}
         self._json: dict[tuple, str] = {}
-        self._new_stages: dict[tuple, tuple] = {}
 
     def modstamp(self, value: str) -> datetime:
         # Rows of a page share few distinct modstamps: parse each string once.
@@ -159,14 +158,7 @@ class PageWriter:
 
     def _new_stage(self, raw: str, is_converted: bool) -> tuple[int | None, int | None]:
         """(picklist value id, stage id) of a record seen for the first time."""
-        key = (raw, is_converted)
-        found = self._new_stages.get(key)
-        if found is None:
-            found = self._new_stages[key] = (
-                self.resolver.pv_ids.get(raw),
-                self.resolver.new_stage(raw, is_converted),
-            )
-        return found
+        return self.resolver.pv_ids.get(raw), self.resolver.new_stage(raw, is_converted)
 
     def _adapted_modstamp(self, value: str):
         adapted = self._adapted.get(value)
@@ -206,8 +198,6 @@ class PageWriter:
                 unmapped = True
             else:
                 changed_at = now_adapted
-        modstamp = row["SystemModstamp"]
-        adapted = self._adapted.get(modstamp)
         return (
             row["Id"],
             raw,
@@ -217,7 +207,7 @@ class PageWriter:
             is_converted,
             _text(get("ConvertedContactId"), 18),
             _text(get("RecordTypeId"), 18),
-            self._adapted_modstamp(modstamp) if adapted is None else adapted,
+            self._adapted_modstamp(row["SystemModstamp"]),
             _text(get("LastModifiedById"), 18),
             _text(get("Name"), 255),
             _text(get("Email"), 255),
