@@ -100,6 +100,13 @@ class SyncedRecord(models.Model):
                 condition=~Q(outbound_state="clean"),
                 name="syncedrecord_due_idx",
             ),
+            # The records waiting for a mapping, which every inbound run counts at its end and
+            # the health and funnel pages list: only the rows without a stage, usually few.
+            models.Index(
+                fields=["connection", "object_name", "raw_value"],
+                condition=Q(stage__isnull=True, is_deleted=False),
+                name="syncedrecord_unmapped_idx",
+            ),
         ]
 
     def __str__(self) -> str:

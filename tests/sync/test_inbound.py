@@ -1,5 +1,6 @@
 """Inbound sync against the emulator: full and delta reads, mapping, conversion, deletes."""
 
+import gc
 from datetime import timedelta
 
 import pytest
@@ -553,3 +554,37 @@ def test_a_run_counts_every_unmapped_record_and_names_its_50_commonest_values(db
     # The commonest first, ties by value: the 53 values on 3 records, less the last three.
     assert list(values) == [f"V{n:02d}" for n in range(2, 52)]
     assert set(values.values()) == {3}
+
+
+def test_the_cyclic_collector_is_off_for_a_run_and_back_on_after(
+    emulator, org_connection, lead_mapping, small_pages
+):
+    during = []
+    run = _sync(org_connection, progress=lambda **kwargs: during.append(gc.isenabled()))
+
+    assert run.status == SyncRun.Status.OK, run.error
+    assert len(during) > 1 and not any(during)
+    assert gc.isenabled()
+
+
+def test_the_cyclic_collector_is_back_on_after_a_failed_run(
+    emulator, org_connection, lead_mapping, small_pages
+):
+    emulator.org.inject_fault(400, "MALFORMED_QUERY", path_contains="/query")
+
+    run = _sync(org_connection)
+
+    assert run.status == SyncRun.Status.FAILED
+    assert gc.isenabled()
+
+
+def test_a_run_leaves_the_collector_off_when_the_host_switched_it_off(
+    emulator, org_connection, lead_mapping
+):
+    gc.disable()
+    try:
+        run = _sync(org_connection)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert run.status == SyncRun.Status.OK, run.error
