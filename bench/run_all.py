@@ -116,6 +116,21 @@ def _full_vs_bare(creds: dict, size: int, label: str) -> dict:
     }
 
 
+def _peak_traced(creds: dict, size: int) -> float:
+    """The highest peak of RUNS traced full syncs: how many pages are in hand at once (one
+    being written, one waiting, one being read) depends on timing, which varies run to run."""
+    import inbound_full_sync as full
+
+    from connections.models import Connection
+
+    peaks = []
+    for number in range(RUNS):
+        name = f"Memory {size} {number}"
+        peaks.append(full.traced_full_sync(creds, name))
+        _records_dropped(Connection.objects.get(name=name))
+    return max(peaks)
+
+
 def _size_measured(size: int, largest: bool, page_delay: float) -> dict:
     import inbound_delta as delta
     import inbound_full_sync as full
@@ -126,7 +141,7 @@ def _size_measured(size: int, largest: bool, page_delay: float) -> dict:
         try:
             set_ca_bundle(creds["ca_path"])
             result["full"] = _full_vs_bare(creds, size, f"Full {size}")
-            peak = full.traced_full_sync(creds, f"Memory {size}")
+            peak = _peak_traced(creds, size)
             result["memory"] = {"peak_mb": peak, "load": _load()}
             _progress(f"N={size}: peak traced memory {peak:.1f} MB")
             if largest:
@@ -158,17 +173,33 @@ def _size_measured(size: int, largest: bool, page_delay: float) -> dict:
 
 
 def _push_measured() -> dict:
+    """RUNS pushes, each to an org of its own (a pushed org already holds the new values, so
+    the same changes would push nothing): the one with the median share, and all the shares."""
     import outbound_push
 
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, creds = start_emulator(PUSH_ORG_SIZE, tmp, api_limit=1_000_000)
-        try:
-            set_ca_bundle(creds["ca_path"])
-            result = outbound_push.push_measure(creds, PUSH_CHANGES, name="Push org")
-        finally:
-            stop_emulator(proc)
-    _progress(f"push: {result['seconds']:.2f} s, share {result['share']:.1%}")
-    return {**result, "load": _load()}
+    results = []
+    for number in range(RUNS):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, creds = start_emulator(PUSH_ORG_SIZE, tmp, api_limit=1_000_000)
+            try:
+                set_ca_bundle(creds["ca_path"])
+                result = outbound_push.push_measure(
+                    creds, PUSH_CHANGES, name=f"Push org {number}"
+                )
+            finally:
+                stop_emulator(proc)
+        _progress(f"push: {result['seconds']:.2f} s, share {result['share']:.1%}")
+        results.append(result)
+    results.sort(key=lambda result: result["share"])
+    median = results[len(results) // 2]
+    return {
+        **median,
+        "shares": [r["share"] for r in results],
+        # Every run, not only the median's, must make exactly ceil(k/200) collection calls.
+        "composite": max(r["composite"] for r in results),
+        "composite_min": min(r["composite"] for r in results),
+        "load": _load(),
+    }
 
 
 def _server_version() -> str:
@@ -281,7 +312,8 @@ def _rows(db: dict) -> tuple[list[list[str]], list[tuple[str, bool]]]:
     for n, m in peaks:
         rows.append([
             f"peak traced memory of a full sync, {n:,} leads", name, f"{m['peak_mb']:.1f} MB",
-            "", "", "tracemalloc peak (traced separately)", f"{m['load']:.2f}",
+            "", "", f"highest tracemalloc peak of {RUNS} syncs (traced separately)",
+            f"{m['load']:.2f}",
             f"flat in N (≤{MEMORY_FLAT}× the 10,000 peak)" if n != peaks[0][0] else "",
             _yes(flat) if n != peaks[0][0] else "",
         ])
@@ -296,11 +328,12 @@ def _rows(db: dict) -> tuple[list[list[str]], list[tuple[str, bool]]]:
             "call", f"{r['load']:.2f}", "", "",
         ])
     p = db["push"]
-    calls_ok = p["composite"] == p["expected_composite"]
+    calls_ok = p["composite"] == p["composite_min"] == p["expected_composite"]
     share_ok = p["share"] < PUSH_SHARE and p["pushed"] == p["changes"]
     rows.append([
         f"push of {p['changes']:,} stage changes (2 fields each)", name, f"{p['seconds']:.2f} s",
         f"{p['salesforce_seconds']:.2f} s in calls", f"{p['share']:.1%} stagemap",
+        f"median of {', '.join(f'{share:.1%}' for share in p['shares'])}; "
         f"{p['composite']} collection calls (ceil(k/200) = {p['expected_composite']}), "
         f"{p['reads']} reads, {p['other']} other; pushed {p['pushed']:,}, failed {p['failed']}",
         f"{p['load']:.2f}", f"share <{PUSH_SHARE:.0%}; calls = ceil(k/200)",

@@ -91,7 +91,8 @@ class SyncedRecord(models.Model):
                 fields=["connection", "object_name", "sf_id"], name="syncedrecord_unique_id"
             ),
         ]
-        # picklist_value is indexed by its foreign key already.
+        # picklist_value is indexed by its foreign key already; on SQLite only, a partial index
+        # holds the records without a stage (sync/migrations/0009).
         indexes = [
             # Ends with id: a push loads its due records in keyset pages (id > last, by id),
             # each a range read of the index instead of a sort of every pending row.
@@ -99,13 +100,6 @@ class SyncedRecord(models.Model):
                 fields=["connection", "outbound_state", "object_name", "id"],
                 condition=~Q(outbound_state="clean"),
                 name="syncedrecord_due_idx",
-            ),
-            # The records waiting for a mapping, which every inbound run counts at its end and
-            # the health and funnel pages list: only the rows without a stage, usually few.
-            models.Index(
-                fields=["connection", "object_name", "raw_value"],
-                condition=Q(stage__isnull=True, is_deleted=False),
-                name="syncedrecord_unmapped_idx",
             ),
         ]
 

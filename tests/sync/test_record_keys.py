@@ -7,6 +7,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 
 from sync.models import SyncedRecord
+from sync.services.inbound import unmapped_groups
 from sync.services.outbound.due import due_rows, records_pending_push
 from tests.sync.factories import (
     ConnectionFactory,
@@ -86,3 +87,26 @@ def test_a_page_of_due_records_is_a_range_read_of_the_due_index():
 
     assert "syncedrecord_due_idx" in plan
     assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+@pytest.mark.skipif(db_connection.vendor != "sqlite", reason="a SQLite-only index")
+def test_the_unmapped_count_reads_only_the_records_without_a_stage():
+    # Every inbound run counts them at its end: a scan of all the object's records otherwise.
+    record = SyncedRecordFactory(stage=None)
+
+    plan = _plan(unmapped_groups(connection=record.connection, object_name="Lead"))
+
+    assert "syncedrecord_unmapped_idx" in plan, plan
+
+
+@pytest.mark.skipif(db_connection.vendor != "postgresql", reason="PostgreSQL heap-only updates")
+def test_no_index_names_the_stage_column():
+    # An index on (or filtered by) the stage would make every re-apply update every index.
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s",
+            [SyncedRecord._meta.db_table],
+        )
+        indexes = cursor.fetchall()
+
+    assert indexes and not [name for name, sql in indexes if "stage_id" in sql], indexes

@@ -1,5 +1,6 @@
 """SyncRun lifecycle and the lease: exclusivity, expiry, take-over and how runs end."""
 
+import gc
 from datetime import timedelta
 
 import pytest
@@ -138,3 +139,27 @@ def test_bugs_fail_the_run_and_propagate():
     assert run.status == SyncRun.Status.FAILED
     assert "ZeroDivisionError" in run.error
     assert not SyncLease.objects.exists()
+
+
+def test_a_run_works_with_the_cyclic_collector_off_and_turns_it_back_on():
+    connection = ConnectionFactory()
+    with run_lease(connection, SyncRun.Kind.PUSH) as lease:
+        assert lease.acquired
+        during = gc.isenabled()
+        with run_lease(connection, SyncRun.Kind.PUSH) as skipped:
+            assert not skipped.acquired
+        with run_lease(connection, SyncRun.Kind.REAPPLY) as other:
+            assert other.acquired  # nested: it found the collector off and leaves it so
+        after_nested = gc.isenabled()
+
+    assert not during and not after_nested
+    assert gc.isenabled()
+
+
+def test_a_failing_run_turns_the_collector_back_on():
+    connection = ConnectionFactory()
+    with pytest.raises(ZeroDivisionError), run_lease(connection, SyncRun.Kind.PUSH):
+        assert not gc.isenabled()
+        1 / 0  # noqa: B018
+
+    assert gc.isenabled()
