@@ -127,34 +127,49 @@ def _run_object(
     run = lease.run
     run_start = timezone.now()
     client = lease.attach_client(client_for(connection))
-    available = _fields_available(
-        client=client, connection=connection, plan=plan, run=run, dry_run=dry_run
-    )
-    writer = PageWriter(connection=connection, plan=plan, available=available, run=run)
-    cursor = SyncCursor.objects.filter(connection=connection, object_name=plan.object_name).first()
-    had_records = cursor is not None and cursor.last_modstamp is not None
-    if cursor is None and not dry_run:
-        cursor = SyncCursor.objects.create(connection=connection, object_name=plan.object_name)
-    soql = _soql(
-        connection=connection,
-        plan=plan,
-        select=writer.select,
-        cursor=None if explicit_full else cursor,
-    )
-    run.details.update({"query": soql, "fields": writer.select})
-    _pages_write(
-        lease=lease,
-        client=client,
-        writer=writer,
-        soql=soql,
-        cursor=cursor,
-        # Nothing was stored for this object before the run and runs hold the lease: every
-        # record of a page is new unless it was read earlier in this same run (the unique
-        # constraint says).
-        optimistic=not had_records and not dry_run,
-        dry_run=dry_run,
-        progress=progress,
-    )
+    # Inside an outer transaction (tests, callers that wrap the run) another thread could not
+    # see or wait for our rows, so pages are then read in this thread.
+    overlap = settings.STAGEMAP_SYNC_PREFETCH and not transaction.get_connection().in_atomic_block
+    # The reading thread leaves the API usage it sees to this one: saved in a page's commit
+    # (the describe's too), and on the way out whatever stops the run.
+    with client.usage_saved_by_caller() if overlap else nullcontext():
+        available = _fields_available(
+            client=client, connection=connection, plan=plan, run=run, dry_run=dry_run
+        )
+        select = PageWriter.fields_selected(plan, available)
+        cursor = SyncCursor.objects.filter(
+            connection=connection, object_name=plan.object_name
+        ).first()
+        had_records = cursor is not None and cursor.last_modstamp is not None
+        soql = _soql(
+            connection=connection,
+            plan=plan,
+            select=select,
+            cursor=None if explicit_full else cursor,
+        )
+        run.details.update({"query": soql, "fields": select})
+        pages = client.query(soql, batch_size=settings.STAGEMAP_SYNC_PAGE_SIZE)
+        # Closed on the way out, whatever stops the loop: the reading thread stops with it.
+        with closing(prefetched(pages) if overlap else pages) as pages:
+            # Read in a thread, the first page is on its way meanwhile.
+            writer = PageWriter(connection=connection, plan=plan, available=available, run=run)
+            if cursor is None and not dry_run:
+                cursor = SyncCursor.objects.create(
+                    connection=connection, object_name=plan.object_name
+                )
+            _pages_write(
+                lease=lease,
+                client=client if overlap else None,
+                writer=writer,
+                pages=pages,
+                cursor=cursor,
+                # Nothing was stored for this object before the run and runs hold the lease:
+                # every record of a page is new unless it was read earlier in this same run
+                # (the unique constraint says).
+                optimistic=not had_records and not dry_run,
+                dry_run=dry_run,
+                progress=progress,
+            )
     if dry_run:
         return
     _run_finish(
@@ -208,46 +223,38 @@ def _pages_write(
     lease: RunLease,
     client,
     writer: PageWriter,
-    soql: str,
+    pages,
     cursor: SyncCursor | None,
     optimistic: bool,
     dry_run: bool,
     progress: Progress | None,
 ) -> None:
-    """Read the query's pages and write each in its own transaction (see `_page_write`)."""
+    """Write each page in its own transaction (see `_page_write`); `client` when a reading
+    thread left the API usage to this one."""
     run = lease.run
-    pages = client.query(soql, batch_size=settings.STAGEMAP_SYNC_PAGE_SIZE)
-    # Inside an outer transaction (tests, callers that wrap the run) another thread could not
-    # see or wait for our rows, so pages are then read in this thread.
-    overlap = settings.STAGEMAP_SYNC_PREFETCH and not transaction.get_connection().in_atomic_block
-    if overlap:
-        pages = prefetched(pages)
-    # The reading thread leaves the API usage it sees to this one: saved in the page's commit.
-    # Closed on the way out, whatever stops the loop: the reading thread stops with it.
-    with client.usage_saved_by_caller() if overlap else nullcontext(), closing(pages):
-        for page in pages:
-            if not page:
-                continue
-            # Built here, before the page's transaction opens (on SQLite the write lock is then
-            # held only for the INSERT), while the reading thread waits for the next page. Built
-            # in the reading thread instead, it lengthened the chain that reads and parses every
-            # page, which is as long as a bare read already: 1.37x that read against 1.29x here
-            # for 100,000 leads on SQLite.
-            prepared = writer.prepare_new(page) if optimistic else None
-            if _page_write(
-                lease=lease,
-                client=client if overlap else None,
-                writer=writer,
-                cursor=cursor,
-                page=page,
-                prepared=prepared,
-                dry_run=dry_run,
-            ):
-                # A record changed while we read came back on a later page: from now on
-                # (where such records gather) look stored ids up first.
-                optimistic = False
-            if progress:
-                progress(object_name=writer.plan.object_name, fetched=run.fetched, run=run)
+    for page in pages:
+        if not page:
+            continue
+        # Built here, before the page's transaction opens (on SQLite the write lock is then
+        # held only for the INSERT), while the reading thread waits for the next page. Built
+        # in the reading thread instead, it lengthened the chain that reads and parses every
+        # page, which is as long as a bare read already: 1.37x that read against 1.29x here
+        # for 100,000 leads on SQLite.
+        prepared = writer.prepare_new(page) if optimistic else None
+        if _page_write(
+            lease=lease,
+            client=client,
+            writer=writer,
+            cursor=cursor,
+            page=page,
+            prepared=prepared,
+            dry_run=dry_run,
+        ):
+            # A record changed while we read came back on a later page: from now on (where
+            # such records gather) look stored ids up first.
+            optimistic = False
+        if progress:
+            progress(object_name=writer.plan.object_name, fetched=run.fetched, run=run)
 
 
 def _page_write(
@@ -302,12 +309,12 @@ def _run_finish(
 ) -> None:
     """After the last page: deletes, the cursor's delete check, mirror fields due, unmapped."""
     run = writer.run
-    cursor.refresh_from_db()
     if not deletes_checked:
         # Nothing was stored before this full read, so nothing stored can have been deleted
         # earlier; deletions from now on are found by the next run's delete check.
         next_check = run_start
     else:
+        cursor.refresh_from_db()  # the pages moved it on in the database
         deleted, next_check = deletes_sync(
             client=client,
             connection=connection,

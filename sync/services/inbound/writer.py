@@ -94,14 +94,20 @@ class PageWriter:
         self.resolver = StageResolver(plan.inbound) if plan.inbound else None
         self.value_fields = [f for f in plan.value_fields if f in available]
         self.has = {name: name in available for name in (*OPTIONAL_FIELDS, *DISPLAY_FIELDS)}
-        self.select = ["Id", "SystemModstamp"]
-        for name in (plan.raw_field, *self.value_fields, *OPTIONAL_FIELDS, *DISPLAY_FIELDS):
-            if name and name in available and name not in self.select:
-                self.select.append(name)
+        self.select = self.fields_selected(plan, available)
         self._modstamps: dict[str, datetime] = {}
         self.inserter = RecordInserter(connection=connection, object_name=plan.object_name)
         self._adapted: dict[str, object] = {}
         self._json: dict[tuple, str] = {}
+
+    @staticmethod
+    def fields_selected(plan: ObjectPlan, available: set[str]) -> list[str]:
+        """The fields the object's query reads (those of them the org has)."""
+        select = ["Id", "SystemModstamp"]
+        for name in (plan.raw_field, *plan.value_fields, *OPTIONAL_FIELDS, *DISPLAY_FIELDS):
+            if name and name in available and name not in select:
+                select.append(name)
+        return select
 
     def modstamp(self, value: str) -> datetime:
         # Rows of a page share few distinct modstamps: parse each string once.
