@@ -6,9 +6,10 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from sync.models import SyncedRecord
-from sync.services.inbound import NEW_COLUMNS, RecordInserter
-from tests.sync.factories import ConnectionFactory, stage
+from sync.db import COPY_PART_ROWS
+from sync.models import SyncedRecord, SyncRun
+from sync.services.inbound import NEW_COLUMNS, PageWriter, RecordInserter, inbound_plans
+from tests.sync.factories import ConnectionFactory, lead_status_mapping, stage
 
 pytestmark = pytest.mark.django_db
 
@@ -106,3 +107,39 @@ def test_a_record_already_stored_fails_the_insert_and_stores_nothing_of_it():
         inserter.insert([_row(inserter, n, contacted) for n in range(10)], now=timezone.now())
 
     assert SyncedRecord.objects.filter(connection=connection).count() == 1
+
+
+def test_a_page_of_new_records_is_counted_whole_once_written():
+    # More rows than one part of a COPY, some with a value that has no stage: on PostgreSQL
+    # the rows are made as they are sent, and the unmapped ones are counted then.
+    record_connection = ConnectionFactory()
+    lead_status_mapping(record_connection, unmapped=("Nurturing",))
+    [plan] = inbound_plans(connection=record_connection, object_name="Lead")
+    run = SyncRun.objects.create(connection=record_connection, kind="full", object_name="Lead")
+    writer = PageWriter(
+        connection=record_connection, plan=plan, available={"Id", "SystemModstamp", "Status"},
+        run=run,
+    )
+    size = 2 * COPY_PART_ROWS + 17
+    page = [
+        {
+            "Id": f"00Q{number:015d}",
+            "SystemModstamp": "2026-01-05T10:11:12.000+0000",
+            "Status": "Nurturing" if number % 3 == 0 else "MQL",
+        }
+        for number in reversed(range(size))
+    ]
+    page.append(dict(page[0]))  # read twice in one page: stored once
+
+    prepared = writer.prepare_new(page)
+    counts = writer.insert_new(prepared)
+
+    unmapped = len(range(0, size, 3))
+    assert counts == {"fetched": size + 1, "created": size, "updated": 0, "unchanged": 1,
+                      "unmapped": unmapped}
+    stored = SyncedRecord.objects.filter(connection=record_connection)
+    assert stored.count() == size
+    assert stored.filter(stage__isnull=True, raw_value="Nurturing").count() == unmapped
+    assert list(stored.order_by("pk").values_list("sf_id", flat=True)) == sorted(
+        row["Id"] for row in page[:-1]
+    )

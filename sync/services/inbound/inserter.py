@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import models
@@ -75,13 +76,13 @@ class RecordInserter:
             out.append(value)
         return tuple(out)
 
-    def prepare(self, rows: list[tuple], *, now: datetime):
-        """What `write` sends for rows built by PageWriter.new_row (NEW_COLUMNS order).
+    def prepare(self, rows: Iterable[tuple], *, now: datetime):
+        """What `write` sends for rows built by PageWriter.new_row (NEW_COLUMNS order), in
+        Salesforce id order; on PostgreSQL `rows` may be lazy, made as they are sent.
 
-        In Salesforce id order: a page in SystemModstamp order lands all over the unique
-        index, and in id order each of its leaf pages is visited once (~7% less insert and
-        commit time on SQLite at 100,000)."""
-        rows = sorted(rows, key=_sf_id)
+        Id order: a page in SystemModstamp order lands all over the unique index, and in id
+        order each of its leaf pages is visited once (~7% less insert and commit time on
+        SQLite at 100,000)."""
         return self.rows.prepare(rows, self._constants(now))
 
     def write(self, prepared) -> None:
@@ -89,7 +90,7 @@ class RecordInserter:
 
     def insert(self, rows: list[tuple], *, now: datetime) -> None:
         """Insert rows built by PageWriter.new_row (values in NEW_COLUMNS order)."""
-        self.write(self.prepare(rows, now=now))
+        self.write(self.prepare(sorted(rows, key=_sf_id), now=now))
 
 
 def _sf_id(row: tuple) -> str:

@@ -74,6 +74,10 @@ class StageResolver:
         )
 
 
+def _salesforce_id(row: dict) -> str:
+    return row["Id"]
+
+
 def _text(value, limit: int) -> str:
     if value.__class__ is str:  # nearly always: the rest of the checks only then
         return value[:limit]
@@ -225,23 +229,32 @@ class PageWriter:
         """The insert and counts for a page whose records are all new (see `insert_new`).
 
         Runs before the page's transaction opens: on SQLite the write lock is then held only
-        for the INSERT, not for this Python work.
+        for the INSERT, not for this Python work. On PostgreSQL the rows are made as the COPY
+        sends them, and the count of unmapped ones is complete once it has.
         """
         counts = {"fetched": len(rows), "created": 0, "updated": 0, "unchanged": 0, "unmapped": 0}
         now = timezone.now()
         now_adapted = self.inserter.datetime_value(now)
         seen: set[str] = set()
-        to_create: list[tuple] = []
+        fresh: list[dict] = []
         for row in rows:
             if row["Id"] in seen:
                 counts["unchanged"] += 1
                 continue
             seen.add(row["Id"])
-            values, unmapped = self.new_row(row, now_adapted)
-            to_create.append(values)
-            counts["unmapped"] += unmapped
-        counts["created"] = len(to_create)
-        return (self.inserter.prepare(to_create, now=now) if to_create else None), counts
+            fresh.append(row)
+        counts["created"] = len(fresh)
+        if not fresh:
+            return None, counts
+        fresh.sort(key=_salesforce_id)
+
+        def made():
+            for row in fresh:
+                values, unmapped = self.new_row(row, now_adapted)
+                counts["unmapped"] += unmapped
+                yield values
+
+        return self.inserter.prepare(made(), now=now), counts
 
     def insert_new(self, prepared: tuple[object, dict[str, int]]) -> dict[str, int]:
         """Insert a prepared page; IntegrityError when one of its records is stored already."""
