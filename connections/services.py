@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -345,11 +346,17 @@ def _status_before_pause(connection: Connection) -> str:
 
 def _set_status(connection: Connection, status: str, fields: dict[str, Any]) -> None:
     """Store `fields` and the new status; on a paused connection the status is what resume
-    returns to. Conditional UPDATEs, so a pause committed meanwhile is never overwritten."""
-    rows = Connection.objects.filter(pk=connection.pk) if connection.pk is not None else None
-    if rows is not None:
-        rows.filter(status=Connection.Status.PAUSED).update(**fields, paused_from_status=status)
-        rows.exclude(status=Connection.Status.PAUSED).update(**fields, status=status)
+    returns to. Decided by the row in the UPDATE itself, so a pause committed meanwhile is
+    never overwritten."""
+    if connection.pk is not None:
+        paused = Q(status=Connection.Status.PAUSED)
+        Connection.objects.filter(pk=connection.pk).update(
+            **fields,
+            status=Case(When(paused, then=F("status")), default=Value(status)),
+            paused_from_status=Case(
+                When(paused, then=Value(status)), default=F("paused_from_status")
+            ),
+        )
     for name, value in fields.items():
         setattr(connection, name, value)
     if connection.status == Connection.Status.PAUSED:

@@ -82,3 +82,26 @@ def test_resume_returns_to_the_status_before_pausing(db, before):
 
     assert connection_pause(connection=connection).status == Connection.Status.PAUSED
     assert connection_resume(connection=connection).status == before
+
+
+def test_a_finished_run_clears_the_error_and_marks_the_connection_ok(db):
+    connection = ConnectionFactory(status="error", last_error="503 from Salesforce")
+    other = ConnectionFactory(status="error", last_error="its own")
+
+    services.connection_record_success(connection=connection)
+
+    stored = Connection.objects.get(pk=connection.pk)
+    assert (stored.status, stored.last_error, stored.last_error_at) == ("ok", "", None)
+    assert Connection.objects.get(pk=other.pk).last_error == "its own"
+
+
+def test_a_pause_committed_while_a_run_worked_is_kept_when_it_finishes(db):
+    # The run loaded the connection before staff paused it.
+    running = ConnectionFactory(status="error", last_error="503 from Salesforce")
+    connection_pause(connection=Connection.objects.get(pk=running.pk))
+
+    services.connection_record_success(connection=running)
+
+    stored = Connection.objects.get(pk=running.pk)
+    assert (stored.status, stored.paused_from_status, stored.last_error) == ("paused", "ok", "")
+    assert connection_resume(connection=stored).status == Connection.Status.OK
