@@ -1,5 +1,6 @@
 """The Salesforce client against the emulator over HTTPS: auth, retries, budget, shapes."""
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,7 @@ from connections.salesforce import (
     TransientError,
     client_for,
     parse_datetime,
+    parsing,
     soql_datetime,
 )
 from connections.services import connection_create, connection_pause, connection_test
@@ -528,6 +530,31 @@ def test_query_pages_lazily_without_attributes(make_connection, emu):
     assert len(api_requests(emu)) == 1
     rest = list(pages)
     assert sum(len(p) for p in [first, *rest]) == len(emu.org.records("Lead"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"totalSize": 1, "done": true, "records": [{"Id": "00Q1", "Name": "Ann \\u00e9"}]}',
+        b'{"a": 1, "a": 2}',  # the last of a repeated key, as json takes it
+        b'{"x": NaN, "y": -Infinity}',  # orjson refuses these: json's answer
+        b"\xef\xbb\xbf{}",
+        '{"x": "\u00e9"}'.encode("utf-16"),
+        b'{"x": "\\ud800"}',  # a lone surrogate
+        b'{"x": "\\u0000", "y": 5e-324, "z": -0.0}',
+    ],
+)
+def test_a_page_parses_as_json_would(body):
+    assert repr(parsing._json_loads(body)) == repr(json.loads(body))
+
+
+@pytest.mark.parametrize("body", [b'{"x": 1} x', b"", b"<html>Service Unavailable</html>"])
+def test_a_page_that_is_not_json_raises_what_json_raises(body):
+    with pytest.raises(json.JSONDecodeError) as ours:
+        parsing._json_loads(body)
+    with pytest.raises(json.JSONDecodeError) as theirs:
+        json.loads(body)
+    assert type(ours.value) is type(theirs.value)
 
 
 def test_query_all_includes_deleted(make_connection, emu):
