@@ -98,7 +98,6 @@ class PageWriter:
         self.resolver = StageResolver(plan.inbound) if plan.inbound else None
         self.value_fields = [f for f in plan.value_fields if f in available]
         self.has = {name: name in available for name in (*OPTIONAL_FIELDS, *DISPLAY_FIELDS)}
-        self.select = self.fields_selected(plan, available)
         self._modstamps: dict[str, datetime] = {}
         self.inserter = RecordInserter(connection=connection, object_name=plan.object_name)
         self._adapted: dict[str, object] = {}
